@@ -1,0 +1,31 @@
+# Two commands: `make run` (the whole service) and `make test` (the suite). Both build the venv first.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEPS := $(VENV)/.deps-installed
+
+.PHONY: run test test-all lint bench-submit clean
+
+$(DEPS): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(DEPS)
+
+run: $(DEPS)
+	$(BIN)/python -m deploy.local.run
+
+test: $(DEPS)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-all: $(DEPS)
+	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
+
+lint: $(DEPS)
+	$(BIN)/ruff check .
+
+bench-submit: $(DEPS)
+	$(BIN)/python -m bench.submit $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

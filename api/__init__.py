@@ -1,0 +1,47 @@
+"""The Atelier HTTP API: a Flask app factory. It validates, records jobs and enqueues them by task
+name; it never imports torch."""
+
+from __future__ import annotations
+
+from flask import Response, jsonify
+from flask_openapi3 import Info, OpenAPI
+
+from api.errors import register_error_handlers, validation_error_response
+from api.health_routes import health_bp
+from api.jobs_routes import jobs_bp
+from api.models_routes import models_bp
+from api.services import Services
+from shared.logs import configure_logging
+from shared.schemas import ErrorResponse
+from shared.settings import Settings
+
+API_VERSION = "1.0.0"
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> OpenAPI:
+    """Build the app. Tests pass their own settings; production reads the environment once here."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings)
+    app = OpenAPI(
+        __name__,
+        info=Info(title="Atelier", version=API_VERSION,
+                  description="Asynchronous image and description generation for fashion merchandising."),
+        security_schemes={},  # without it the document says securitySchemes: null, which validators reject
+        doc_prefix="/docs",
+        validation_error_status=422,
+        validation_error_model=ErrorResponse,
+        validation_error_callback=validation_error_response,
+    )
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["atelier"] = services or Services.build(settings)
+    register_error_handlers(app)
+    app.register_api(health_bp)
+    app.register_api(jobs_bp)
+    app.register_api(models_bp)
+
+    @app.get("/openapi.json", doc_ui=False)
+    def openapi_document() -> Response:
+        return jsonify(app.api_doc)
+
+    return app

@@ -1,0 +1,186 @@
+"""/v1/jobs: submit, read, list, cancel."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from typing import Any
+
+from flask import Response, jsonify, request
+from flask_openapi3 import APIBlueprint, Tag
+
+from api.errors import error_response
+from api.services import services
+from shared.conditions import resolve_conditions
+from shared.errors import AtelierError, Conflict, NotFound
+from shared.jobs import request_fingerprint
+from shared.queue import JOB_TASKS, time_limit_s
+from shared.schemas import (
+    SEED_MAX,
+    ErrorResponse,
+    GenerateImagesJobRequest,
+    Job,
+    JobList,
+    JobPath,
+    JobRequest,
+    JobType,
+    ListJobsQuery,
+)
+
+log = logging.getLogger(__name__)
+jobs_bp = APIBlueprint("jobs", __name__, url_prefix="/v1/jobs", abp_tags=[Tag(name="jobs")],
+                       abp_responses={"404": ErrorResponse, "422": ErrorResponse})
+
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,4})(?:$|[,;\s])")
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+DEFAULT_OWNER = "public"
+
+
+def current_owner() -> str:
+    """The caller's identity; API keys (when configured) map to owners."""
+    return DEFAULT_OWNER
+
+
+@jobs_bp.before_request
+def _require_json_object() -> Response | None:
+    """Malformed or non-JSON bodies get a precise 4xx before schema validation sees them."""
+    if request.method != "POST" or request.path.endswith("/cancel"):
+        return None
+    if not request.is_json:
+        return error_response(415, "unsupported_media_type", "send the job as application/json",
+                              field="Content-Type")
+    body = request.get_json(silent=True)
+    if body is None:
+        return error_response(400, "invalid_json", "the request body is not valid JSON", field="body")
+    if not isinstance(body, dict):
+        return error_response(422, "validation_error", "the request body must be a JSON object", field="body")
+    return None
+
+
+def wait_seconds() -> float:
+    """`Prefer: wait=N` (RFC 7240), capped by the setting."""
+    match = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
+    return min(float(match.group(1)), services().settings.max_wait_s) if match else 0.0
+
+
+def public_job(job: Job) -> dict[str, Any]:
+    """The job as users see it: every stored object key in the output gets a presigned URL."""
+    data = job.model_dump(mode="json")
+    if data.get("output"):
+        storage = services().storage
+        data["output"] = _with_urls(data["output"], storage.presigned_url)
+    return data
+
+
+def _with_urls(value: Any, sign: Any) -> Any:
+    if isinstance(value, dict):
+        out = {k: _with_urls(v, sign) for k, v in value.items()}
+        if isinstance(value.get("key"), str):
+            out["url"] = sign(value["key"])
+        return out
+    if isinstance(value, list):
+        return [_with_urls(v, sign) for v in value]
+    return value
+
+
+def _job_response(job: Job, status: int) -> Response:
+    response = jsonify(public_job(job))
+    response.status_code = status
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return response
+
+
+def _pin_model(req: GenerateImagesJobRequest) -> str:
+    """Resolve the model now, so the job runs on the version active at submit time, and check the
+    conditions against that version's vocabulary (a 422 naming the field, not a failed job later)."""
+    model = services().registry.resolve(req.input.model, default_family="cvae")
+    resolve_conditions(model.vocabulary, req.input.conditions)
+    return model.ref
+
+
+@jobs_bp.post("", responses={"202": Job, "200": Job, "400": ErrorResponse, "409": ErrorResponse,
+                             "413": ErrorResponse, "415": ErrorResponse, "503": ErrorResponse})
+def submit_job(body: JobRequest) -> Response:
+    """Submit a job. Answers 202 with the job and its Location. `Idempotency-Key` makes a retried
+    submit return the first job (200); `Prefer: wait=N` (N <= 60) holds the answer until the job ends."""
+    svc = services()
+    req = body.root
+    idem = request.headers.get("Idempotency-Key")
+    if idem is not None and not _IDEMPOTENCY_KEY.match(idem):
+        raise AtelierError("Idempotency-Key must be 1..255 printable ASCII characters",
+                           code="invalid_header", field="Idempotency-Key")
+    model = _pin_model(req) if isinstance(req, GenerateImagesJobRequest) else None
+    fingerprint = request_fingerprint(req.model_dump(mode="json", exclude_none=True))
+    job_input = req.input.model_dump(mode="json", exclude_none=True)
+    # A seed is always recorded, so every job can be reproduced from its record and manifest.
+    job_input.setdefault("seed", secrets.randbelow(SEED_MAX + 1))
+    job, created = svc.store.create(JobType(req.type), job_input, owner=current_owner(), webhook=req.webhook,
+                                    idempotency_key=idem, model=model, fingerprint=fingerprint)
+    if created:
+        spec = JOB_TASKS[req.type]
+        try:
+            limit = time_limit_s(svc.settings, spec.queue)
+            svc.celery.send_task(spec.name, args=[job.id], queue=spec.queue,
+                                 soft_time_limit=limit, time_limit=limit + 60)
+            svc.store.mark_enqueued(job.id)
+        except Exception:
+            log.exception("could not enqueue job %s", job.id)
+            svc.store.fail_queued(job.id, "enqueue_failed", "the job could not be queued; submit it again")
+            response = error_response(503, "enqueue_failed", "the job could not be queued; retry shortly")
+            response.headers["Retry-After"] = "5"
+            return response
+    wait = wait_seconds()
+    if wait:
+        job = svc.store.wait_until_terminal(job.id, wait) or job
+    response = _job_response(job, 202 if created and not job.status.terminal else 200)
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    if wait:
+        response.headers["Preference-Applied"] = f"wait={int(wait)}"
+    return response
+
+
+def _owned_job(job_id: str) -> Job:
+    job = services().store.get(job_id)
+    if job is None or job.owner != current_owner():
+        raise NotFound(f"no job {job_id}", field="job_id")
+    return job
+
+
+@jobs_bp.get("/<job_id>", responses={"200": Job})
+def get_job(path: JobPath) -> Response:
+    """A job's status, progress and (when finished) outputs with presigned URLs.
+    `Prefer: wait=N` holds the answer until the job ends or N seconds pass."""
+    job = _owned_job(path.job_id)
+    wait = wait_seconds()
+    if wait and not job.status.terminal:
+        job = services().store.wait_until_terminal(job.id, wait) or job
+    response = jsonify(public_job(job))
+    if wait:
+        response.headers["Preference-Applied"] = f"wait={int(wait)}"
+    return response
+
+
+@jobs_bp.get("", responses={"200": JobList})
+def list_jobs(query: ListJobsQuery) -> Response:
+    """Jobs newest first, filtered by status and type; pass `next_cursor` back as `cursor`."""
+    jobs, cursor = services().store.list(owner=current_owner(), status=query.status, job_type=query.type,
+                                         limit=query.limit, cursor=query.cursor)
+    return jsonify(jobs=[public_job(j) for j in jobs], next_cursor=cursor)
+
+
+@jobs_bp.post("/<job_id>/cancel", responses={"200": Job, "202": Job, "409": ErrorResponse})
+def cancel_job(path: JobPath) -> Response:
+    """Cancel: a queued job is canceled at once (200); a running job is asked to stop and stops at
+    its next check (202); a finished job is a 409."""
+    job = _owned_job(path.job_id)
+    outcome = services().store.cancel(job.id)
+    if outcome == "missing":
+        raise NotFound(f"no job {job.id}", field="job_id")
+    if outcome not in {"canceled", "requested"}:
+        raise Conflict(f"job {job.id} already finished ({outcome}); nothing to cancel", code="job_finished")
+    job = services().store.get(job.id) or job
+    return _job_response(job, 200 if outcome == "canceled" else 202)
+
+

@@ -1,0 +1,31 @@
+"""/v1/models: list model versions and choose the active one per family."""
+
+from __future__ import annotations
+
+from flask import Response, jsonify
+from flask_openapi3 import APIBlueprint, Tag
+from pydantic import Field
+
+from api.services import services
+from shared.schemas import ErrorResponse, ModelList, ModelPath, ModelVersion, StrictModel
+
+models_bp = APIBlueprint("models", __name__, url_prefix="/v1/models", abp_tags=[Tag(name="models")],
+                         abp_responses={"404": ErrorResponse, "422": ErrorResponse})
+
+
+class ModelsQuery(StrictModel):
+    family: str | None = Field(None, max_length=40)
+
+
+@models_bp.get("", responses={"200": ModelList})
+def list_models(query: ModelsQuery) -> Response:
+    """Model versions by family: dataset, metrics, condition vocabulary and which one is active."""
+    models = services().registry.list(query.family)
+    return jsonify(models=[m.model_dump(mode="json") for m in models])
+
+
+@models_bp.post("/<family>/<version>/activate", responses={"200": ModelVersion})
+def activate_model(path: ModelPath) -> Response:
+    """Make this version the one jobs use by default."""
+    model = services().registry.activate(path.family, path.version)
+    return jsonify(model.model_dump(mode="json"))

@@ -1,0 +1,34 @@
+"""What the API's views need, built once per process from the settings and kept on the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+from flask import current_app
+
+from shared.jobs import JobStore
+from shared.queue import make_celery
+from shared.registry import ModelRegistry
+from shared.settings import Settings
+from shared.storage import Storage
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: JobStore
+    registry: ModelRegistry
+    storage: Storage
+    celery: Celery
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        store = JobStore.from_url(settings.redis_url, ttl_s=settings.job_ttl_s,
+                                  idempotency_ttl_s=settings.idempotency_ttl_s)
+        return cls(settings=settings, store=store, registry=ModelRegistry(store.redis),
+                   storage=Storage(settings), celery=make_celery(settings, name="atelier-api"))
+
+
+def services() -> Services:
+    return current_app.extensions["atelier"]

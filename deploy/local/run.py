@@ -1,0 +1,49 @@
+"""`make run`: start a local Valkey and SeaweedFS under var/ unless REDIS_URL / S3_ENDPOINT_URL
+point elsewhere, then run the Procfile (web, worker, beat) with honcho. Ctrl-C stops everything."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from deploy.local.servers import LocalStack
+
+
+def main() -> int:
+    root = Path(os.environ.get("ATELIER_VAR", "var"))
+    root.mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(
+        root,
+        redis_port=int(os.environ.get("ATELIER_LOCAL_REDIS_PORT", "6379")),
+        s3_port=int(os.environ.get("ATELIER_LOCAL_S3_PORT", "8333")),
+    )
+    need_redis = not os.environ.get("REDIS_URL")
+    need_s3 = not os.environ.get("S3_ENDPOINT_URL")
+    print(f"atelier: starting {'Valkey ' if need_redis else ''}{'SeaweedFS ' if need_s3 else ''}"
+          f"under {root.resolve()}" if need_redis or need_s3 else "atelier: using the configured Redis and S3",
+          flush=True)
+    stack.start(redis=need_redis, s3=need_s3)
+    env = {**os.environ, **stack.env, "PYTHONUNBUFFERED": "1",
+           # the Procfile's commands (gunicorn, celery) live beside this interpreter
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for key, value in stack.env.items():
+        if "SECRET" not in key:
+            print(f"atelier: {key}={value}", flush=True)
+    print(f"atelier: API on http://127.0.0.1:{env.get('PORT', '8000')}", flush=True)
+    # honcho hands each process PORT = base + 100 * index; web is first in the Procfile, so it gets PORT
+    honcho = [sys.executable, "-m", "honcho", "start", "-f", "Procfile", "-p", env.get("PORT", "8000")]
+    process = subprocess.Popen(honcho, env=env)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)  # honcho stops every process group it started
+        return process.wait()
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+"""The job record and its store in Redis.
+
+Every status change is one Lua script, so it is atomic and only moves forward:
+queued -> running -> succeeded | failed | canceled. A worker owns a running job through a random
+token and a lease it renews by heartbeat; a late or duplicate worker (old token) can neither report
+progress nor finish the job. A redelivered task may take over a running job only once its lease has
+expired, and after `max_attempts` takeovers the job fails with `worker_lost`.
+All times come from the Redis server clock, so workers on several machines agree on leases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import redis
+
+from shared.errors import Conflict
+from shared.schemas import TERMINAL_STATUSES, Job, JobStatus, JobType
+
+PREFIX = "atelier:"
+JSON_FIELDS = ("input", "output", "error", "progress")
+
+# Shared Lua helpers, prepended to every script.
+_LUA_PRELUDE = """
+local function now_s()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function finish(key, running_set, job_id, status, ttl, fields)
+  redis.call('HSET', key, 'status', status, 'finished_at', string.format('%.6f', now_s()))
+  if fields and #fields > 0 then redis.call('HSET', key, unpack(fields)) end
+  redis.call('HDEL', key, 'token', 'lease_until')
+  redis.call('SREM', running_set, job_id)
+  redis.call('EXPIRE', key, ttl)
+  redis.call('PUBLISH', 'atelier:events:' .. job_id, status)
+end
+local function is_terminal(st)
+  return st == 'succeeded' or st == 'failed' or st == 'canceled'
+end
+"""
+
+# KEYS: job, index_all, index_owner, unsent, idem ('' when none)
+# ARGV: job_id, idem_ttl, request_hash, field, value, ...
+_CREATE = """
+if KEYS[5] ~= '' then
+  local existing = redis.call('GET', KEYS[5])
+  if existing then return {'existing', existing} end
+end
+local now = now_s()
+redis.call('HSET', KEYS[1], 'created_at', string.format('%.6f', now), unpack(ARGV, 4))
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+if KEYS[5] ~= '' then
+  redis.call('SET', KEYS[5], ARGV[1] .. '|' .. ARGV[3], 'EX', tonumber(ARGV[2]))
+end
+return {'new', string.format('%.6f', now)}
+"""
+
+# KEYS: job, running_set   ARGV: job_id, token, lease_ms, max_attempts, ttl
+_CLAIM = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {'missing', 0} end
+if is_terminal(st) then return {'terminal', 0} end
+local now = now_s()
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+if st == 'running' then
+  local lease = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
+  if lease > now then return {'busy', tostring(lease - now)} end
+  if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+    finish(KEYS[1], KEYS[2], ARGV[1], 'canceled', ARGV[5], {})
+    return {'terminal', 0}
+  end
+  if attempts >= tonumber(ARGV[4]) then
+    local err = cjson.encode({code='worker_lost', message='the worker running this job was lost ' ..
+      attempts .. ' times; giving up'})
+    finish(KEYS[1], KEYS[2], ARGV[1], 'failed', ARGV[5], {'error', err})
+    return {'lost', attempts}
+  end
+end
+attempts = attempts + 1
+redis.call('HSET', KEYS[1], 'status', 'running', 'token', ARGV[2], 'attempts', attempts,
+  'lease_until', string.format('%.6f', now + tonumber(ARGV[3]) / 1000))
+if not redis.call('HGET', KEYS[1], 'started_at') then
+  redis.call('HSET', KEYS[1], 'started_at', string.format('%.6f', now))
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('ZREM', 'atelier:jobs:unsent', ARGV[1])
+redis.call('PUBLISH', 'atelier:events:' .. ARGV[1], 'running')
+return {'claimed', attempts}
+"""
+
+# KEYS: job  ARGV: token, lease_ms   -> 1 cancel requested, 0 carry on, -1 no longer ours
+_HEARTBEAT = """
+local st, tok, cancel = unpack(redis.call('HMGET', KEYS[1], 'status', 'token', 'cancel_requested'))
+if st ~= 'running' or tok ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[1], 'lease_until', string.format('%.6f', now_s() + tonumber(ARGV[2]) / 1000))
+if cancel == '1' then return 1 end
+return 0
+"""
+
+# KEYS: job  ARGV: job_id, token, progress_json
+_PROGRESS = """
+local st, tok = unpack(redis.call('HMGET', KEYS[1], 'status', 'token'))
+if st ~= 'running' or tok ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[3])
+redis.call('PUBLISH', 'atelier:events:' .. ARGV[1], 'progress')
+return 1
+"""
+
+# KEYS: job, running_set  ARGV: job_id, token, status, ttl, field, value, ...
+_FINISH = """
+local st, tok = unpack(redis.call('HMGET', KEYS[1], 'status', 'token'))
+if st ~= 'running' or tok ~= ARGV[2] then return 0 end
+finish(KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[4], {unpack(ARGV, 5)})
+return 1
+"""
+
+# KEYS: job, running_set  ARGV: job_id, ttl
+_CANCEL = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 'missing' end
+if st == 'queued' then
+  finish(KEYS[1], KEYS[2], ARGV[1], 'canceled', ARGV[2],
+    {'progress', cjson.encode({fraction=0, message='canceled before it started'})})
+  redis.call('ZREM', 'atelier:jobs:unsent', ARGV[1])
+  return 'canceled'
+end
+if st == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+  redis.call('PUBLISH', 'atelier:events:' .. ARGV[1], 'cancel_requested')
+  return 'requested'
+end
+return st
+"""
+
+# KEYS: job, running_set  ARGV: job_id, ttl, error_json   (a queued job that cannot run)
+_FAIL_QUEUED = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+finish(KEYS[1], KEYS[2], ARGV[1], 'failed', ARGV[2], {'error', ARGV[3]})
+redis.call('ZREM', 'atelier:jobs:unsent', ARGV[1])
+return 1
+"""
+
+# KEYS: job, seq  ARGV: family   -> the model version this training job produces (stable on rerun)
+_MODEL_VERSION = """
+local existing = redis.call('HGET', KEYS[1], 'model')
+if existing then return existing end
+local n = redis.call('INCR', KEYS[2])
+local ref = ARGV[1] .. '@v' .. n
+redis.call('HSET', KEYS[1], 'model', ref)
+return ref
+"""
+
+
+def new_job_id() -> str:
+    """Time-ordered id (ms timestamp + randomness), so lexicographic order is creation order."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+
+
+def request_fingerprint(body: Any) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Claim:
+    state: Literal["claimed", "busy", "terminal", "lost", "missing"]
+    attempts: int = 0
+    retry_in_s: float = 0.0
+
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromtimestamp(float(value), tz=UTC) if value else None
+
+
+def job_from_hash(data: dict[str, str]) -> Job:
+    decoded: dict[str, Any] = {k: json.loads(data[k]) if k in JSON_FIELDS and data.get(k) else None
+                               for k in JSON_FIELDS}
+    return Job(
+        id=data["id"],
+        type=JobType(data["type"]),
+        status=JobStatus(data["status"]),
+        input=decoded["input"] or {},
+        progress=decoded["progress"] or {"fraction": 0.0, "message": ""},
+        created_at=_ts(data.get("created_at")),
+        started_at=_ts(data.get("started_at")),
+        finished_at=_ts(data.get("finished_at")),
+        output=decoded["output"],
+        error=decoded["error"],
+        model=data.get("model") or None,
+        owner=data.get("owner", ""),
+        attempts=int(data.get("attempts") or 0),
+        cancel_requested=data.get("cancel_requested") == "1",
+        webhook=data.get("webhook") or None,
+    )
+
+
+class JobStore:
+    """Job records in Redis. Safe to share between threads; one per process."""
+
+    def __init__(self, client: redis.Redis, *, ttl_s: int = 30 * 86400, idempotency_ttl_s: int = 86400) -> None:
+        self.redis = client
+        self.ttl_s = ttl_s
+        self.idempotency_ttl_s = idempotency_ttl_s
+        reg = client.register_script
+        self._create = reg(_LUA_PRELUDE + _CREATE)
+        self._claim = reg(_LUA_PRELUDE + _CLAIM)
+        self._heartbeat = reg(_LUA_PRELUDE + _HEARTBEAT)
+        self._progress = reg(_LUA_PRELUDE + _PROGRESS)
+        self._finish = reg(_LUA_PRELUDE + _FINISH)
+        self._cancel = reg(_LUA_PRELUDE + _CANCEL)
+        self._fail_queued = reg(_LUA_PRELUDE + _FAIL_QUEUED)
+        self._model_version = reg(_MODEL_VERSION)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> JobStore:
+        client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5,
+                                      health_check_interval=30, retry_on_timeout=True)
+        return cls(client, **kwargs)
+
+    # --- keys ---------------------------------------------------------------------------------
+    @staticmethod
+    def key(job_id: str) -> str:
+        return f"{PREFIX}job:{job_id}"
+
+    @staticmethod
+    def owner_index(owner: str) -> str:
+        return f"{PREFIX}jobs:owner:{owner}"
+
+    ALL_INDEX = f"{PREFIX}jobs:all"
+    RUNNING = f"{PREFIX}jobs:running"
+    UNSENT = f"{PREFIX}jobs:unsent"
+
+    @staticmethod
+    def events_channel(job_id: str) -> str:
+        return f"{PREFIX}events:{job_id}"
+
+    # --- API side -----------------------------------------------------------------------------
+    def create(self, job_type: JobType, job_input: dict, *, owner: str, webhook: str | None = None,
+               idempotency_key: str | None = None, model: str | None = None,
+               fingerprint: str | None = None) -> tuple[Job, bool]:
+        """Create a queued job. With an idempotency key already used by this owner, return that job
+        (created=False); a different request under the same key is a Conflict. `fingerprint`
+        identifies the request as the client sent it (before defaults such as a random seed)."""
+        job_id = new_job_id()
+        fingerprint = fingerprint or request_fingerprint({"type": job_type, "input": job_input, "webhook": webhook})
+        idem_key = ""
+        if idempotency_key:
+            digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+            idem_key = f"{PREFIX}idem:{owner}:{digest}"
+        fields = {
+            "id": job_id, "type": str(job_type), "owner": owner, "status": JobStatus.QUEUED.value,
+            "input": json.dumps(job_input), "progress": json.dumps({"fraction": 0.0, "message": "queued"}),
+            "attempts": "0", "cancel_requested": "0",
+        }
+        if webhook:
+            fields["webhook"] = webhook
+        if model:
+            fields["model"] = model
+        flat = [item for pair in fields.items() for item in pair]
+        outcome, value = self._create(
+            keys=[self.key(job_id), self.ALL_INDEX, self.owner_index(owner), self.UNSENT, idem_key],
+            args=[job_id, self.idempotency_ttl_s, fingerprint, *flat],
+        )
+        if outcome == "existing":
+            first_id, first_fingerprint = value.split("|", 1)
+            if first_fingerprint != fingerprint:
+                raise Conflict("this Idempotency-Key was already used for a different request",
+                               code="idempotency_key_reused", field="Idempotency-Key")
+            job = self.get(first_id)
+            if job is None:  # the first job's record has expired; the key outlived it
+                raise Conflict("this Idempotency-Key belongs to a job that no longer exists",
+                               code="idempotency_key_reused", field="Idempotency-Key")
+            return job, False
+        # Built locally: saves a round trip on the hot submit path.
+        return job_from_hash({**fields, "created_at": value}), True
+
+    def mark_enqueued(self, job_id: str) -> None:
+        self.redis.zrem(self.UNSENT, job_id)
+
+    def fail_queued(self, job_id: str, code: str, message: str) -> bool:
+        error = json.dumps({"code": code, "message": message})
+        return bool(self._fail_queued(keys=[self.key(job_id), self.RUNNING], args=[job_id, self.ttl_s, error]))
+
+    def get(self, job_id: str) -> Job | None:
+        data = self.redis.hgetall(self.key(job_id))
+        return job_from_hash(data) if data else None
+
+    def cancel(self, job_id: str) -> str:
+        """'canceled' (was queued), 'requested' (running; stops at its next check), 'missing', or the
+        terminal status it already had."""
+        return self._cancel(keys=[self.key(job_id), self.RUNNING], args=[job_id, self.ttl_s])
+
+    def list(self, *, owner: str | None, status: JobStatus | None = None, job_type: JobType | None = None,
+             limit: int = 20, cursor: str | None = None, scan_limit: int = 2000) -> tuple[list[Job], str | None]:
+        """Newest first. The cursor is the last id returned; filters scan at most `scan_limit` ids a
+        call and hand back a cursor to go on from."""
+        index = self.owner_index(owner) if owner else self.ALL_INDEX
+        upper = f"({cursor}" if cursor else "+"
+        jobs: list[Job] = []
+        scanned = 0
+        last_seen: str | None = None
+        while len(jobs) < limit and scanned < scan_limit:
+            batch = self.redis.zrevrangebylex(index, upper, "-", start=0, num=min(200, scan_limit - scanned))
+            if not batch:
+                return jobs, None
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in batch:
+                pipe.hgetall(self.key(job_id))
+            expired = []
+            for job_id, data in zip(batch, pipe.execute(), strict=True):
+                scanned += 1
+                last_seen = job_id
+                if not data:
+                    expired.append(job_id)
+                    continue
+                job = job_from_hash(data)
+                if (status and job.status != status) or (job_type and job.type != job_type):
+                    continue
+                jobs.append(job)
+                if len(jobs) == limit:
+                    break
+            if expired:  # records past their TTL: drop them from the index lazily
+                self.redis.zrem(index, *expired)
+            upper = f"({last_seen}"
+        more = bool(self.redis.zrevrangebylex(index, f"({last_seen}", "-", start=0, num=1)) if last_seen else False
+        return jobs, (last_seen if more else None)
+
+    def wait_until_terminal(self, job_id: str, timeout_s: float) -> Job | None:
+        """Block until the job ends or the timeout passes; returns the latest record."""
+        deadline = time.monotonic() + timeout_s
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(self.events_channel(job_id))
+            job = self.get(job_id)
+            while job is not None and job.status not in TERMINAL_STATUSES:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                message = pubsub.get_message(timeout=min(remaining, 1.0))
+                if message is None or message.get("data") in {s.value for s in TERMINAL_STATUSES}:
+                    job = self.get(job_id)
+            return job
+        finally:
+            pubsub.close()
+
+    # --- worker side --------------------------------------------------------------------------
+    def claim(self, job_id: str, token: str, *, lease_s: float, max_attempts: int) -> Claim:
+        state, value = self._claim(keys=[self.key(job_id), self.RUNNING],
+                                   args=[job_id, token, int(lease_s * 1000), max_attempts, self.ttl_s])
+        if state == "busy":
+            return Claim("busy", retry_in_s=float(value))
+        return Claim(state, attempts=int(value))
+
+    def heartbeat(self, job_id: str, token: str, *, lease_s: float) -> int:
+        """1: cancel requested, 0: carry on, -1: the job is no longer ours."""
+        return int(self._heartbeat(keys=[self.key(job_id)], args=[token, int(lease_s * 1000)]))
+
+    def set_progress(self, job_id: str, token: str, fraction: float, message: str) -> bool:
+        payload = json.dumps({"fraction": round(min(max(fraction, 0.0), 1.0), 4), "message": message[:500]})
+        return bool(self._progress(keys=[self.key(job_id)], args=[job_id, token, payload]))
+
+    def finish(self, job_id: str, token: str, status: JobStatus, *, output: dict | None = None,
+               error: dict | None = None, progress_message: str | None = None) -> bool:
+        """Move a running job we own to a terminal status. False if it is not ours any more."""
+        assert status in TERMINAL_STATUSES
+        fields: list[str] = []
+        if output is not None:
+            fields += ["output", json.dumps(output)]
+        if error is not None:
+            fields += ["error", json.dumps(error)]
+        if status == JobStatus.SUCCEEDED:
+            fields += ["progress", json.dumps({"fraction": 1.0, "message": progress_message or "done"})]
+        elif progress_message:
+            current = self.get(job_id)
+            fraction = current.progress.fraction if current else 0.0
+            fields += ["progress", json.dumps({"fraction": fraction, "message": progress_message})]
+        return bool(self._finish(keys=[self.key(job_id), self.RUNNING],
+                                 args=[job_id, token, status.value, self.ttl_s, *fields]))
+
+    def model_version_for(self, job_id: str, family: str) -> str:
+        """The version a training job produces, allocated once so a rerun overwrites, never duplicates."""
+        return self._model_version(keys=[self.key(job_id), f"{PREFIX}models:seq:{family}"], args=[family])
+
+    # --- reaper -------------------------------------------------------------------------------
+    def stale_running(self) -> list[str]:
+        """Running jobs whose lease has expired: their worker died without a redelivery yet."""
+        ids = list(self.redis.smembers(self.RUNNING))
+        if not ids:
+            return []
+        now = self.server_time()
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(self.key(job_id), "status", "lease_until")
+        stale = []
+        for job_id, (status, lease) in zip(ids, pipe.execute(), strict=True):
+            if status is None:
+                self.redis.srem(self.RUNNING, job_id)
+            elif status == JobStatus.RUNNING and float(lease or 0) < now:
+                stale.append(job_id)
+        return stale
+
+    def unsent_older_than(self, age_s: float) -> list[str]:
+        """Queued jobs whose enqueue never got confirmed (the API died between record and send)."""
+        return list(self.redis.zrangebyscore(self.UNSENT, "-inf", self.server_time() - age_s, start=0, num=500))
+
+    def server_time(self) -> float:
+        seconds, micros = self.redis.time()
+        return seconds + micros / 1e6

@@ -1,0 +1,62 @@
+"""What the API and the worker agree on about Celery: task names, queues and broker options.
+
+The API imports this (never torch) to enqueue by task name; the worker builds its app on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from shared.schemas import JobType
+from shared.settings import Settings
+
+INTERACTIVE, TRAINING, BATCH = "interactive", "training", "batch"
+QUEUES = (INTERACTIVE, TRAINING, BATCH)
+REAP_TASK = "atelier.reap_stale_jobs"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    queue: str
+
+
+JOB_TASKS: dict[JobType, TaskSpec] = {
+    JobType.TRAIN: TaskSpec("atelier.train", TRAINING),
+    JobType.GENERATE_IMAGES: TaskSpec("atelier.generate_images", INTERACTIVE),
+}
+
+
+def time_limit_s(settings: Settings, queue: str) -> int:
+    return {TRAINING: settings.train_time_limit_s, BATCH: settings.batch_time_limit_s}.get(
+        queue, settings.interactive_time_limit_s)
+
+
+def make_celery(settings: Settings, name: str = "atelier") -> Celery:
+    """A Celery app configured for long GPU tasks that must survive a lost worker."""
+    app = Celery(name, broker=settings.redis_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,  # ack after the task ends, so a lost worker's task is redelivered
+        task_reject_on_worker_lost=True,  # ... and a killed pool child requeues it at once
+        worker_prefetch_multiplier=1,  # a long job never sits reserved behind another
+        task_ignore_result=True,  # results live in the job record, not a Celery backend
+        task_serializer="json", accept_content=["json"],
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
+        task_default_queue=INTERACTIVE,
+        task_routes={spec.name: {"queue": spec.queue} for spec in JOB_TASKS.values()}
+        | {REAP_TASK: {"queue": INTERACTIVE}},
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            # Longer than the longest job: a shorter one reruns tasks that are still running.
+            "visibility_timeout": settings.visibility_timeout_s,
+            "socket_timeout": 10, "socket_connect_timeout": 5,
+        },
+        broker_pool_limit=32,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+    )
+    return app

@@ -1,0 +1,95 @@
+"""Model versions: artifacts live in object storage under models/<family>/<version>/, and this
+registry (Redis) lists them and says which version of each family is active."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from shared.errors import Conflict, NotFound
+from shared.schemas import MODEL_REF, ModelVersion
+
+_KEY = "atelier:models:versions:{family}"
+_ACTIVE = "atelier:models:active"
+_FAMILIES = "atelier:models:families"
+
+# Atomically: record the version; activate it when asked, or when the family has none yet.
+_REGISTER = """
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[1])
+if ARGV[4] == 'always' then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  return 1
+elseif ARGV[4] == 'auto' then
+  return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+end
+return 0
+"""
+
+
+def model_prefix(family: str, version: str) -> str:
+    return f"models/{family}/{version}/"
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    match = MODEL_REF.match(ref)
+    if not match:
+        raise ValueError(f"bad model reference {ref!r}")
+    return match["family"], match["version"]
+
+
+class ModelRegistry:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._register = client.register_script(_REGISTER)
+
+    def register(self, summary: dict[str, Any], *, activate: str = "auto") -> bool:
+        """Record a finished version (idempotent on rerun). Returns whether it is now active."""
+        family, version = summary["family"], summary["version"]
+        return bool(self._register(keys=[_KEY.format(family=family), _ACTIVE, _FAMILIES],
+                                   args=[family, version, json.dumps(summary), activate]))
+
+    def get(self, family: str, version: str) -> ModelVersion | None:
+        raw = self.redis.hget(_KEY.format(family=family), version)
+        if raw is None:
+            return None
+        active = self.redis.hget(_ACTIVE, family) == version
+        return ModelVersion(**json.loads(raw), active=active)
+
+    def active(self, family: str) -> ModelVersion | None:
+        version = self.redis.hget(_ACTIVE, family)
+        return self.get(family, version) if version else None
+
+    def resolve(self, ref: str | None, default_family: str) -> ModelVersion:
+        """A model reference ("cvae@v2") or the active version of the default family."""
+        if ref:
+            family, version = parse_ref(ref)
+            found = self.get(family, version)
+            if found is None:
+                raise NotFound(f"model {ref} does not exist; GET /v1/models lists them",
+                               code="model_not_found", field="input.model")
+            return found
+        found = self.active(default_family)
+        if found is None:
+            raise Conflict(f"no {default_family} model is active yet: submit a train job first",
+                           code="no_active_model", field="input.model")
+        return found
+
+    def list(self, family: str | None = None) -> list[ModelVersion]:
+        active = self.redis.hgetall(_ACTIVE)
+        families = [family] if family else sorted(self.redis.smembers(_FAMILIES))
+        out = []
+        for fam in families:
+            for version, raw in self.redis.hgetall(_KEY.format(family=fam)).items():
+                out.append(ModelVersion(**json.loads(raw), active=active.get(fam) == version))
+        return sorted(out, key=lambda m: (m.family, int(m.version[1:])), reverse=False)
+
+    def activate(self, family: str, version: str) -> ModelVersion:
+        if self.redis.hget(_KEY.format(family=family), version) is None:
+            raise NotFound(f"model {family}@{version} does not exist", code="model_not_found")
+        self.redis.hset(_ACTIVE, family, version)
+        found = self.get(family, version)
+        assert found is not None
+        return found

@@ -1,0 +1,78 @@
+"""One typed settings object, read from the environment once by each process's entry point.
+
+Nothing in the project reads the environment at import time: `Settings.from_env()` is called by
+`api.create_app`, `worker.main` and the local runner, and the object is passed on from there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Every setting, its environment variable and default. The README's table mirrors this."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    # --- connections -------------------------------------------------------------------------
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL"))
+    s3_endpoint_url: str | None = Field(None, validation_alias=_env("S3_ENDPOINT_URL"))
+    s3_public_endpoint_url: str | None = Field(
+        None, validation_alias=_env("S3_PUBLIC_ENDPOINT_URL"),
+        description="endpoint written into presigned URLs when clients reach S3 by another name",
+    )
+    s3_bucket: str = Field("atelier", validation_alias=_env("S3_BUCKET"))
+    s3_region: str = Field("us-east-1", validation_alias=_env("S3_REGION", "AWS_REGION"))
+    s3_access_key_id: str | None = Field(None, validation_alias=_env("S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"))
+    s3_secret_access_key: str | None = Field(
+        None, validation_alias=_env("S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
+    )
+    s3_create_bucket: bool = Field(True, validation_alias=_env("S3_CREATE_BUCKET"))
+    presign_expiry_s: int = Field(3600, ge=60, le=7 * 86400, validation_alias=_env("PRESIGN_EXPIRY_SECONDS"))
+
+    # --- API ----------------------------------------------------------------------------------
+    port: int = Field(8000, validation_alias=_env("PORT"))
+    max_body_bytes: int = Field(1 << 20, validation_alias=_env("ATELIER_MAX_BODY_BYTES"))
+    max_wait_s: int = Field(60, ge=0, le=60, validation_alias=_env("ATELIER_MAX_WAIT_SECONDS"))
+    idempotency_ttl_s: int = Field(86400, validation_alias=_env("ATELIER_IDEMPOTENCY_TTL_SECONDS"))
+    job_ttl_s: int = Field(30 * 86400, validation_alias=_env("ATELIER_JOB_TTL_SECONDS"),
+                           description="how long finished job records are kept in Redis")
+
+    # --- jobs and workers ---------------------------------------------------------------------
+    job_max_attempts: int = Field(3, ge=1, le=20, validation_alias=_env("ATELIER_JOB_MAX_ATTEMPTS"))
+    job_lease_s: float = Field(20.0, gt=1, validation_alias=_env("ATELIER_JOB_LEASE_SECONDS"))
+    heartbeat_s: float = Field(2.0, gt=0, validation_alias=_env("ATELIER_HEARTBEAT_SECONDS"))
+    reaper_interval_s: float = Field(15.0, gt=0, validation_alias=_env("ATELIER_REAPER_INTERVAL_SECONDS"))
+    train_time_limit_s: int = Field(6 * 3600, validation_alias=_env("ATELIER_TRAIN_TIME_LIMIT_SECONDS"))
+    interactive_time_limit_s: int = Field(600, validation_alias=_env("ATELIER_INTERACTIVE_TIME_LIMIT_SECONDS"))
+    batch_time_limit_s: int = Field(3 * 3600, validation_alias=_env("ATELIER_BATCH_TIME_LIMIT_SECONDS"))
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", validation_alias=_env("ATELIER_DEVICE"))
+    model_cache_size: int = Field(4, ge=1, validation_alias=_env("ATELIER_MODEL_CACHE_SIZE"))
+    upload_concurrency: int = Field(16, ge=1, le=128, validation_alias=_env("ATELIER_UPLOAD_CONCURRENCY"))
+
+    # --- data ---------------------------------------------------------------------------------
+    datasets_dir: Path | None = Field(None, validation_alias=_env("ATELIER_DATASETS"))
+    allow_dataset_download: bool = Field(True, validation_alias=_env("ATELIER_ALLOW_DATASET_DOWNLOAD"))
+    var_dir: Path = Field(Path("var"), validation_alias=_env("ATELIER_VAR"))
+
+    # --- logging ------------------------------------------------------------------------------
+    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+    log_json: bool = Field(False, validation_alias=_env("ATELIER_LOG_JSON"))
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Read the environment (once, by the caller's entry point); overrides win."""
+        return cls(**overrides)
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        # Longer than the longest job so Redis never redelivers a task that is still running.
+        return max(self.train_time_limit_s, self.batch_time_limit_s, self.interactive_time_limit_s) + 3600

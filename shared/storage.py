@@ -1,0 +1,143 @@
+"""Object storage through boto3: one code path for SeaweedFS in development and AWS S3/MinIO in production."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from shared.errors import TransientError
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_RETRIES = Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"},
+                  connect_timeout=5, read_timeout=60, max_pool_connections=32, signature_version="s3v4")
+
+
+@dataclass(frozen=True)
+class PutItem:
+    key: str
+    body: bytes
+    content_type: str = "application/octet-stream"
+
+
+class Storage:
+    """A bucket. Thread-safe (boto3 clients are); create one per process, after any fork."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.bucket = settings.s3_bucket
+        self.presign_expiry_s = settings.presign_expiry_s
+        self.upload_concurrency = settings.upload_concurrency
+        self._create_bucket = settings.s3_create_bucket
+        self._bucket_checked = False
+        session = boto3.session.Session(
+            aws_access_key_id=settings.s3_access_key_id,
+            aws_secret_access_key=settings.s3_secret_access_key,
+            region_name=settings.s3_region,
+        )
+        self.client = session.client("s3", endpoint_url=settings.s3_endpoint_url, config=_RETRIES)
+        # Presigned URLs are signed for the endpoint clients use, which may differ from ours.
+        public = settings.s3_public_endpoint_url or settings.s3_endpoint_url
+        self._presigner = (self.client if public == settings.s3_endpoint_url
+                           else session.client("s3", endpoint_url=public, config=_RETRIES))
+
+    def ensure_bucket(self) -> None:
+        if self._bucket_checked:
+            return
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code not in {"404", "NoSuchBucket", "NotFound"} or not self._create_bucket:
+                raise
+            try:
+                self.client.create_bucket(Bucket=self.bucket)
+            except ClientError as create_exc:  # another process created it first
+                if create_exc.response.get("Error", {}).get("Code") not in {
+                    "BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                    raise
+            log.info("created bucket %s", self.bucket)
+        self._bucket_checked = True
+
+    def put(self, key: str, body: bytes, content_type: str = "application/octet-stream") -> None:
+        self.ensure_bucket()
+        with _transient():
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+
+    def put_json(self, key: str, value: Any) -> None:
+        self.put(key, json.dumps(value, indent=2, sort_keys=True, default=str).encode(), "application/json")
+
+    def put_many(self, items: Iterable[PutItem]) -> None:
+        """Upload concurrently: one put is a round trip (~200 ms on SeaweedFS), so serial uploads of
+        64 images would dominate a generate job."""
+        items = list(items)
+        if not items:
+            return
+        self.ensure_bucket()
+        with ThreadPoolExecutor(max_workers=min(self.upload_concurrency, len(items))) as pool:
+            for future in [pool.submit(self.put, i.key, i.body, i.content_type) for i in items]:
+                future.result()
+
+    def get(self, key: str) -> bytes:
+        with _transient():
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.get(key))
+
+    def exists(self, key: str) -> bool:
+        try:
+            with _transient():
+                self.client.head_object(Bucket=self.bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise
+
+    def list(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        with _transient():
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"]
+
+    def delete(self, key: str) -> None:
+        with _transient():
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = list(self.list(prefix))
+        for start in range(0, len(keys), 1000):
+            chunk = [{"Key": k} for k in keys[start:start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+        return len(keys)
+
+    def presigned_url(self, key: str, expiry_s: int | None = None) -> str:
+        return self._presigner.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expiry_s or self.presign_expiry_s
+        )
+
+    def ping(self) -> None:
+        self.client.head_bucket(Bucket=self.bucket)
+
+
+class _transient:
+    """Turn connection-level failures into TransientError so tasks retry instead of failing."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
+        if exc is not None and isinstance(exc, EndpointConnectionError | BotoCoreError) and not isinstance(
+                exc, ClientError):
+            raise TransientError(f"object storage unavailable: {exc}") from exc
+        return False

@@ -1,0 +1,86 @@
+"""Per-process worker resources, created lazily in the pool child (after Celery forks): clients,
+the torch device, and caches of loaded models and datasets so repeated jobs skip the loading."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any
+
+from shared.jobs import JobStore
+from shared.registry import ModelRegistry, model_prefix, parse_ref
+from shared.settings import Settings
+from shared.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+def select_device(preference: str) -> Any:
+    """CUDA when present (or asked for), CPU otherwise; decided at run time, never at import."""
+    import torch
+
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class LRUCache:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_load(self, key: str, load: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = load()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
+class WorkerContext:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.models = LRUCache(settings.model_cache_size)
+        self.datasets = LRUCache(2)
+
+    @cached_property
+    def store(self) -> JobStore:
+        return JobStore.from_url(self.settings.redis_url, ttl_s=self.settings.job_ttl_s)
+
+    @cached_property
+    def storage(self) -> Storage:
+        return Storage(self.settings)
+
+    @cached_property
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(self.store.redis)
+
+    @cached_property
+    def device(self) -> Any:
+        device = select_device(self.settings.device)
+        log.info("worker device: %s", device)
+        return device
+
+    def load_model(self, ref: str) -> Any:
+        """A model version, loaded once per process and kept on the worker's device."""
+        def load() -> Any:
+            import torch
+
+            from worker.models import FAMILIES
+
+            family, version = parse_ref(ref)
+            blob = self.storage.get(model_prefix(family, version) + "model.pt")
+            checkpoint = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            return FAMILIES[family].from_checkpoint(checkpoint).to(self.device)
+
+        return self.models.get_or_load(ref, load)

@@ -1,0 +1,44 @@
+"""Pieces every job handler uses: progress ranges and the manifest written next to the outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.schemas import Job
+from shared.storage import Storage
+
+Progress = Callable[[float, str], None]
+ShouldStop = Callable[[], bool]
+
+
+def scaled(progress: Progress, start: float, end: float) -> Progress:
+    """Map a sub-step's 0..1 onto start..end of the whole job."""
+    return lambda fraction, message: progress(start + (end - start) * fraction, message)
+
+
+def collect_keys(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        own = [value["key"]] if isinstance(value.get("key"), str) else []
+        return own + [k for v in value.values() for k in collect_keys(v)]
+    if isinstance(value, list):
+        return [k for v in value for k in collect_keys(v)]
+    return []
+
+
+def manifest_key(job_id: str) -> str:
+    return f"jobs/{job_id}/manifest.json"
+
+
+def write_manifest(storage: Storage, job: Job, output: dict, *, seeds: dict[str, Any], model: str | None,
+                   metrics: dict | None = None) -> None:
+    """jobs/<id>/manifest.json: enough to reproduce the job. Written after every output, so a
+    manifest means the outputs are complete; a rerun overwrites the same keys."""
+    manifest = {
+        "job_id": job.id, "type": job.type.value, "input": job.input, "model": model, "seeds": seeds,
+        "objects": collect_keys(output), "metrics": metrics or output.get("metrics"),
+        "written_at": datetime.now(UTC).isoformat(),
+    }
+    storage.put_json(manifest_key(job.id), manifest)
+    output["manifest"] = {"key": manifest_key(job.id)}

@@ -1,0 +1,40 @@
+"""Finds jobs nobody is working on and puts them back in the queue (run by beat every few seconds).
+
+- running jobs whose lease expired: their whole worker died, and Redis will only redeliver the
+  message after the visibility timeout (hours). A new message lets a live worker take over (the
+  claim counts the attempt and gives up with `worker_lost` after the limit).
+- queued jobs whose enqueue was never confirmed: the API died between the record and the send.
+A marker key keeps one re-enqueue per job per lease period, so a slow queue is not flooded.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+
+from shared.queue import JOB_TASKS
+from worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+def reap_stale_jobs(ctx: WorkerContext, app: Celery, unsent_after_s: float = 30.0) -> dict:
+    store = ctx.store
+    requeued: list[str] = []
+    candidates = [(job_id, "stale") for job_id in store.stale_running()]
+    candidates += [(job_id, "unsent") for job_id in store.unsent_older_than(unsent_after_s)]
+    for job_id, reason in candidates:
+        job = store.get(job_id)
+        if job is None or job.status.terminal:
+            store.mark_enqueued(job_id)
+            continue
+        marker = f"atelier:requeued:{job_id}"
+        if not store.redis.set(marker, reason, nx=True, ex=max(int(ctx.settings.job_lease_s * 2), 10)):
+            continue
+        spec = JOB_TASKS[job.type]
+        app.send_task(spec.name, args=[job_id], queue=spec.queue)
+        store.mark_enqueued(job_id)
+        requeued.append(job_id)
+        log.warning("re-enqueued job %s (%s)", job_id, reason)
+    return {"requeued": requeued}

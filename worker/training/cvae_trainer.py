@@ -1,0 +1,130 @@
+"""The CVAE training loop: a plain function with progress and cooperative cancel, resumable from a
+per-epoch checkpoint so a redelivered job picks up where the killed one stopped."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from shared.errors import JobCanceled
+from worker.datasets.base import ImageSplit
+from worker.models.cvae import CVAE, CVAEConfig, loss_terms
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+ShouldStop = Callable[[], bool]
+
+
+class CheckpointIO(Protocol):
+    def load(self) -> dict[str, Any] | None: ...
+    def save(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+
+
+@dataclass
+class TrainResult:
+    model: CVAE
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+    resumed_from_epoch: int = 0
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+def to_batch(split: ImageSplit, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """uint8 [B, H, W, C] -> float [B, C, H, W] in [0, 1], and conditions as LongTensors."""
+    x = torch.from_numpy(split.images[idx]).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    cond = {k: torch.from_numpy(v[idx]).to(device) for k, v in split.conditions.items()}
+    return x, cond
+
+
+@torch.no_grad()
+def evaluate(model: CVAE, split: ImageSplit, batch_size: int, device: torch.device, seed: int) -> dict[str, float]:
+    """Held-out loss (negative ELBO per image, nats) split into reconstruction and KL."""
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    totals = {"recon": 0.0, "kl": 0.0}
+    for start in range(0, len(split), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(split)))
+        x, cond = to_batch(split, idx, device)
+        logits, mu, logvar = model(x, cond, generator=gen)
+        recon, kl = loss_terms(model, logits, x, mu, logvar)
+        totals["recon"] += recon.item() * len(idx)
+        totals["kl"] += kl.item() * len(idx)
+    n = max(len(split), 1)
+    return {"recon": totals["recon"] / n, "kl": totals["kl"] / n, "loss": (totals["recon"] + totals["kl"]) / n}
+
+
+def train_cvae(config: CVAEConfig, params: TrainParams, train: ImageSplit, test: ImageSplit, *,
+               device: torch.device, progress: Progress, should_stop: ShouldStop,
+               checkpoint: CheckpointIO | None = None) -> TrainResult:
+    torch.manual_seed(params.seed)
+    model = CVAE(config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
+    train = train.stratified_head(params.max_train_examples, next(iter(config.conditions)), params.seed)
+    test = test.head(params.max_eval_examples)
+    result = TrainResult(model=model)
+
+    saved = checkpoint.load() if checkpoint else None
+    if saved:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        result.history = saved["history"]
+        result.resumed_from_epoch = len(result.history)
+        log.info("resuming training after epoch %d", result.resumed_from_epoch)
+
+    steps_per_epoch = math.ceil(len(train) / params.batch_size)
+    total_steps = params.epochs * steps_per_epoch
+    for epoch in range(result.resumed_from_epoch, params.epochs):
+        model.train()
+        # Shuffle order depends only on (seed, epoch), so a resumed run sees the same batches.
+        order = np.random.default_rng([params.seed, epoch]).permutation(len(train))
+        gen = torch.Generator(device=device).manual_seed(params.seed * 1000 + epoch)
+        sums = {"recon": 0.0, "kl": 0.0}
+        for step in range(steps_per_epoch):
+            if should_stop():
+                raise JobCanceled()
+            idx = order[step * params.batch_size:(step + 1) * params.batch_size]
+            x, cond = to_batch(train, idx, device)
+            logits, mu, logvar = model(x, cond, generator=gen)
+            recon, kl = loss_terms(model, logits, x, mu, logvar)
+            loss = recon + kl
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sums["recon"] += recon.item() * len(idx)
+            sums["kl"] += kl.item() * len(idx)
+            done = epoch * steps_per_epoch + step + 1
+            progress(done / total_steps,
+                     f"epoch {epoch + 1}/{params.epochs}, batch {step + 1}/{steps_per_epoch}, loss {loss.item():.1f}")
+        held_out = evaluate(model, test, params.batch_size, device, params.seed)
+        row = {"epoch": epoch + 1, "train_loss": (sums["recon"] + sums["kl"]) / len(train),
+               "train_recon": sums["recon"] / len(train), "train_kl": sums["kl"] / len(train),
+               "test_loss": held_out["loss"], "test_recon": held_out["recon"], "test_kl": held_out["kl"]}
+        result.history.append(row)
+        progress((epoch + 1) / params.epochs, f"epoch {epoch + 1}/{params.epochs} done, "
+                                              f"test loss {held_out['loss']:.2f}")
+        if checkpoint:
+            checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "history": result.history})
+    model.eval()
+    return result
