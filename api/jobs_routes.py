@@ -179,7 +179,8 @@ def cancel_job(path: JobPath) -> Response:
     if outcome == "missing":
         raise NotFound(f"no job {job.id}", field="job_id")
     if outcome not in {"canceled", "requested"}:
-        raise Conflict(f"job {job.id} already finished ({outcome}); nothing to cancel", code="job_finished")
+        raise Conflict(f"job {job.id} already ended ({outcome.split(':')[-1]}); nothing to cancel",
+                       code="job_finished")
     job = services().store.get(job.id) or job
     return _job_response(job, 200 if outcome == "canceled" else 202)
 

@@ -137,7 +137,7 @@ if st == 'running' then
   redis.call('PUBLISH', 'atelier:events:' .. ARGV[1], 'cancel_requested')
   return 'requested'
 end
-return st
+return 'finished:' .. st
 """
 
 # KEYS: job, running_set  ARGV: job_id, ttl, error_json   (a queued job that cannot run)
@@ -293,8 +293,8 @@ class JobStore:
         return job_from_hash(data) if data else None
 
     def cancel(self, job_id: str) -> str:
-        """'canceled' (was queued), 'requested' (running; stops at its next check), 'missing', or the
-        terminal status it already had."""
+        """'canceled' (was queued), 'requested' (running; stops at its next check), 'missing', or
+        'finished:<status>' when it had already ended."""
         return self._cancel(keys=[self.key(job_id), self.RUNNING], args=[job_id, self.ttl_s])
 
     def list(self, *, owner: str | None, status: JobStatus | None = None, job_type: JobType | None = None,

@@ -1,0 +1,163 @@
+"""The job record's state machine against a real Valkey: forward-only, token-guarded transitions."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from shared.errors import Conflict
+from shared.jobs import JobStore
+from shared.schemas import JobStatus, JobType
+
+
+def new(store: JobStore, owner: str = "store-tests", **kwargs: object):
+    job, created = store.create(JobType.TRAIN, {"family": "cvae"}, owner=owner, **kwargs)
+    assert created
+    return job
+
+
+def claim(store: JobStore, job_id: str, lease_s: float = 30, max_attempts: int = 3):
+    token = uuid.uuid4().hex
+    return token, store.claim(job_id, token, lease_s=lease_s, max_attempts=max_attempts)
+
+
+def test_happy_path(store: JobStore) -> None:
+    job = new(store)
+    assert job.status == JobStatus.QUEUED and job.progress.fraction == 0
+    token, result = claim(store, job.id)
+    assert result.state == "claimed" and result.attempts == 1
+    assert store.set_progress(job.id, token, 0.5, "halfway")
+    running = store.get(job.id)
+    assert running.status == JobStatus.RUNNING and running.started_at and running.progress.message == "halfway"
+    assert store.finish(job.id, token, JobStatus.SUCCEEDED, output={"ok": 1})
+    done = store.get(job.id)
+    assert done.status == JobStatus.SUCCEEDED and done.output == {"ok": 1} and done.finished_at
+    assert done.progress.fraction == 1.0
+    assert store.redis.ttl(store.key(job.id)) > 0  # finished records expire
+
+
+def test_finished_jobs_never_move_back(store: JobStore) -> None:
+    job = new(store)
+    token, _ = claim(store, job.id)
+    assert store.finish(job.id, token, JobStatus.FAILED, error={"code": "x", "message": "y"})
+    assert not store.finish(job.id, token, JobStatus.SUCCEEDED)  # a duplicate worker's late success
+    assert not store.set_progress(job.id, token, 0.9, "late")
+    assert claim(store, job.id)[1].state == "terminal"  # a redelivery of a finished job does nothing
+    assert store.cancel(job.id) == "finished:failed"
+    final = store.get(job.id)
+    assert final.status == JobStatus.FAILED and final.error.code == "x"
+
+
+def test_only_the_owner_token_may_finish(store: JobStore) -> None:
+    job = new(store)
+    claim(store, job.id)
+    assert not store.finish(job.id, "not-the-token", JobStatus.SUCCEEDED)
+    assert store.heartbeat(job.id, "not-the-token", lease_s=10) == -1
+    assert store.get(job.id).status == JobStatus.RUNNING
+
+
+def test_a_second_claim_waits_for_the_lease(store: JobStore) -> None:
+    job = new(store)
+    claim(store, job.id, lease_s=30)
+    _, second = claim(store, job.id)
+    assert second.state == "busy" and 25 < second.retry_in_s <= 30
+
+
+def test_expired_lease_is_taken_over_then_gives_up_as_worker_lost(store: JobStore) -> None:
+    job = new(store)
+    first, result = claim(store, job.id, lease_s=0.2, max_attempts=2)
+    assert result.attempts == 1
+    time.sleep(0.3)
+    second, result = claim(store, job.id, lease_s=0.2, max_attempts=2)
+    assert result.state == "claimed" and result.attempts == 2
+    assert not store.finish(job.id, first, JobStatus.SUCCEEDED)  # the lost worker's result is refused
+    time.sleep(0.3)
+    assert job.id in store.stale_running()
+    _, result = claim(store, job.id, lease_s=0.2, max_attempts=2)
+    assert result.state == "lost"
+    final = store.get(job.id)
+    assert final.status == JobStatus.FAILED and final.error.code == "worker_lost"
+    assert job.id not in store.stale_running()
+
+
+def test_heartbeat_renews_the_lease_and_reports_cancel(store: JobStore) -> None:
+    job = new(store)
+    token, _ = claim(store, job.id, lease_s=0.3)
+    time.sleep(0.2)
+    assert store.heartbeat(job.id, token, lease_s=30) == 0
+    time.sleep(0.2)
+    assert claim(store, job.id)[1].state == "busy"  # still ours thanks to the heartbeat
+    assert store.cancel(job.id) == "requested"
+    assert store.get(job.id).cancel_requested
+    assert store.heartbeat(job.id, token, lease_s=30) == 1
+    assert store.finish(job.id, token, JobStatus.CANCELED)
+    assert store.cancel(job.id) == "finished:canceled"
+
+
+def test_cancel_queued_is_immediate_and_never_runs(store: JobStore) -> None:
+    job = new(store)
+    assert store.cancel(job.id) == "canceled"
+    canceled = store.get(job.id)
+    assert canceled.status == JobStatus.CANCELED and canceled.finished_at
+    assert claim(store, job.id)[1].state == "terminal"
+    assert store.cancel("nope") == "missing"
+
+
+def test_fail_queued(store: JobStore) -> None:
+    job = new(store)
+    assert store.fail_queued(job.id, "enqueue_failed", "try again")
+    assert store.get(job.id).error.code == "enqueue_failed"
+    assert not store.fail_queued(job.id, "enqueue_failed", "twice")
+
+
+def test_idempotency_key_returns_the_first_job(store: JobStore) -> None:
+    first, created = store.create(JobType.TRAIN, {"a": 1}, owner="idem", idempotency_key="k-1")
+    again, created_again = store.create(JobType.TRAIN, {"a": 1}, owner="idem", idempotency_key="k-1")
+    assert created and not created_again and again.id == first.id
+    other_owner, created_other = store.create(JobType.TRAIN, {"a": 1}, owner="idem-2", idempotency_key="k-1")
+    assert created_other and other_owner.id != first.id  # keys are per caller
+    with pytest.raises(Conflict):
+        store.create(JobType.TRAIN, {"a": 2}, owner="idem", idempotency_key="k-1")
+
+
+def test_list_is_newest_first_with_cursor_and_filters(store: JobStore) -> None:
+    owner = f"lister-{uuid.uuid4().hex[:6]}"
+    ids = []
+    for i in range(7):
+        job, _ = store.create(JobType.TRAIN if i % 2 else JobType.GENERATE_IMAGES, {"i": i}, owner=owner)
+        ids.append(job.id)
+        time.sleep(0.002)
+    store.cancel(ids[0])
+    page, cursor = store.list(owner=owner, limit=3)
+    assert [j.id for j in page] == ids[::-1][:3] and cursor
+    rest, end = store.list(owner=owner, limit=10, cursor=cursor)
+    assert [j.id for j in rest] == ids[::-1][3:] and end is None
+    trains, _ = store.list(owner=owner, job_type=JobType.TRAIN, limit=10)
+    assert [j.id for j in trains] == [ids[5], ids[3], ids[1]]
+    canceled, _ = store.list(owner=owner, status=JobStatus.CANCELED, limit=10)
+    assert [j.id for j in canceled] == [ids[0]]
+
+
+def test_model_version_is_allocated_once_per_job(store: JobStore) -> None:
+    job = new(store)
+    ref = store.model_version_for(job.id, "testfam")
+    assert ref.startswith("testfam@v")
+    assert store.model_version_for(job.id, "testfam") == ref
+    assert store.model_version_for(new(store).id, "testfam") != ref
+
+
+def test_wait_until_terminal_returns_when_the_job_ends(store: JobStore) -> None:
+    import threading
+
+    job = new(store)
+    token, _ = claim(store, job.id)
+    threading.Timer(0.3, lambda: store.finish(job.id, token, JobStatus.SUCCEEDED)).start()
+    started = time.monotonic()
+    done = store.wait_until_terminal(job.id, 5)
+    assert done.status == JobStatus.SUCCEEDED and time.monotonic() - started < 3
+    waiting = new(store)
+    started = time.monotonic()
+    assert store.wait_until_terminal(waiting.id, 0.5).status == JobStatus.QUEUED
+    assert 0.4 < time.monotonic() - started < 2
