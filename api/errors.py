@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import redis
 from flask import Flask, Response, jsonify, request
@@ -32,8 +33,12 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return response
 
 
+# pydantic names union members in error locations ("constrained-str", "function-before[...]")
+_TYPE_LABEL = re.compile(r"^(constrained-)?(str|int|float|bool|none)$|^function-|^nullable\[|^lax-")
+
+
 def _field_path(loc: tuple, body: object) -> str:
-    parts = [str(p) for p in loc]
+    parts = [str(p) for p in loc if not (isinstance(p, str) and _TYPE_LABEL.match(p))]
     # A discriminated union puts the tag first ("train", "input", "n"): the user wrote input.n.
     if parts and isinstance(body, dict) and parts[0] == str(body.get("type")):
         parts = parts[1:]

@@ -8,18 +8,19 @@ from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
 from api.services import services
+from shared.schemas import Health, Readiness
 
 log = logging.getLogger(__name__)
 health_bp = APIBlueprint("health", __name__, abp_tags=[Tag(name="health")])
 
 
-@health_bp.get("/healthz")
+@health_bp.get("/healthz", responses={"200": Health})
 def healthz() -> Response:
     """The process is alive."""
     return jsonify(status="ok")
 
 
-@health_bp.get("/readyz")
+@health_bp.get("/readyz", responses={"200": Readiness, "503": Readiness})
 def readyz() -> Response:
     """Redis and object storage both answer; 503 names the one that does not."""
     svc = services()

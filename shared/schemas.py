@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, StringConstraints
 
 SEED_MAX = 2**31 - 1
 MODEL_REF = re.compile(r"^(?P<family>[a-z]+)@(?P<version>v[0-9]{1,6})$")
@@ -52,7 +52,35 @@ class Preset(StrEnum):
     GPU = "gpu"
 
 
-Seed = Annotated[int, Field(ge=0, le=SEED_MAX, description="random seed; same seed + model version = same output")]
+
+
+
+def _json_number(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number")
+    return value
+
+
+def _json_integer(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    return value  # 3.0 is accepted as 3 (JSON has one number type); 3.5 is refused by int
+
+
+def integer(**limits: int) -> object:
+    """A JSON integer with limits: true/false or "3" are errors, not coerced."""
+    return Annotated[int, Field(**limits), BeforeValidator(_json_integer)]
+
+
+def number(**limits: float) -> object:
+    """A JSON number with limits: JSON true/false or "0.1" are errors, not coerced."""
+    return Annotated[float, Field(**limits), BeforeValidator(_json_number)]
+
+
+# Numbers are strict about JSON types: true/false or "3" are errors, not silently 1/0/3.
+Seed = Annotated[integer(ge=0, le=SEED_MAX), Field(description="random seed; same seed + model version = same output")]
+ConditionValue = Annotated[str, StringConstraints(min_length=1, max_length=100)] | integer(ge=0, le=9999)
+
 
 
 # --- job inputs -------------------------------------------------------------------------------
@@ -62,10 +90,10 @@ class TrainInput(StrictModel):
     family: Family = Field(description="model family to train")
     dataset: Literal["fashion-mnist"] = Field(description="dataset name; imported on first use")
     preset: Preset = Field(Preset.CPU, description="size preset: tiny (seconds, tests), cpu, gpu")
-    epochs: int | None = Field(None, ge=1, le=500, description="overrides the preset")
-    batch_size: int | None = Field(None, ge=1, le=4096)
-    learning_rate: float | None = Field(None, gt=0, le=1)
-    max_train_examples: int | None = Field(None, ge=1, le=10_000_000, description="cap on training examples")
+    epochs: integer(ge=1, le=500) | None = Field(None, description="overrides the preset")
+    batch_size: integer(ge=1, le=4096) | None = None
+    learning_rate: number(gt=0, le=1) | None = None
+    max_train_examples: integer(ge=1, le=10_000_000) | None = Field(None, description="cap on training examples")
     seed: Seed | None = None
     activate: Literal["auto", "always", "never"] = Field(
         "auto", description="auto: the first version of a family becomes active"
@@ -73,36 +101,18 @@ class TrainInput(StrictModel):
 
 
 class GenerateImagesInput(StrictModel):
-    conditions: dict[str, str | int] = Field(
+    # Names are checked against the model's vocabulary at submit (a 422 naming the condition).
+    conditions: dict[str, ConditionValue] = Field(
         description='condition name to value, e.g. {"class": "Dress"} or {"class": 3}',
         min_length=1, max_length=8,
     )
-    n: int = Field(8, ge=1, le=64, description="number of images")
+    n: integer(ge=1, le=64) = Field(8, description="number of images")
     seed: Seed | None = None
     model: str | None = Field(
         None, description='model version as "family@version", e.g. "cvae@v2"; default: the active cvae',
-        max_length=40,
+        max_length=40, pattern=MODEL_REF.pattern,
     )
-    temperature: float = Field(1.0, ge=0.0, le=3.0, description="scale of the latent noise")
-
-    @field_validator("model")
-    @classmethod
-    def _model_ref(cls, value: str | None) -> str | None:
-        if value is not None and not MODEL_REF.match(value):
-            raise ValueError('must look like "cvae@v1"')
-        return value
-
-    @field_validator("conditions")
-    @classmethod
-    def _condition_values(cls, value: dict[str, str | int]) -> dict[str, str | int]:
-        for key, item in value.items():
-            if not key or len(key) > 40:
-                raise ValueError("condition names are 1..40 characters")
-            if isinstance(item, str) and not 1 <= len(item) <= 100:
-                raise ValueError(f"condition {key!r} must be 1..100 characters")
-            if isinstance(item, int) and not 0 <= item < 10_000:
-                raise ValueError(f"condition {key!r} index must be 0..9999")
-        return value
+    temperature: number(ge=0.0, le=3.0) = Field(1.0, description="scale of the latent noise")
 
 
 Webhook = Annotated[str, Field(max_length=2000, pattern=r"^https?://", description="called when the job ends")]
@@ -188,6 +198,15 @@ class ModelVersion(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelVersion]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str]
 
 
 class ListJobsQuery(StrictModel):

@@ -3,6 +3,7 @@ HTTP client that waits for jobs."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -51,6 +52,7 @@ class ApiServer:
     def __init__(self, settings: Settings) -> None:
         from api import create_app
 
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log in test output
         self.port = free_port()
         self.server = make_server("127.0.0.1", self.port, create_app(settings), threaded=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -36,6 +36,11 @@ def main() -> int:
     # honcho hands each process PORT = base + 100 * index; web is first in the Procfile, so it gets PORT
     honcho = [sys.executable, "-m", "honcho", "start", "-f", "Procfile", "-p", env.get("PORT", "8000")]
     process = subprocess.Popen(honcho, env=env)
+
+    def _terminate(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM (systemd, docker, kill) stops everything like Ctrl-C
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return process.wait()
     except KeyboardInterrupt:
