@@ -134,6 +134,7 @@ def start_api(env: dict, port: int, workers: int) -> subprocess.Popen:
                 return process
         except requests.RequestException:
             time.sleep(0.2)
+    process.terminate()
     raise RuntimeError("API did not start")
 
 

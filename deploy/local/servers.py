@@ -104,7 +104,16 @@ def _wait(check: callable, server: Server, timeout: float) -> None:
     raise RuntimeError(f"{server.name} did not become ready in {timeout:.0f}s:\n{server.tail()}")
 
 
+def _require_free(port: int, what: str) -> None:
+    # Otherwise the readiness check would happily talk to whatever already listens there.
+    if not _is_free(port):
+        raise RuntimeError(f"port {port} for {what} is already in use: stop what runs there, or choose "
+                           "another port (ATELIER_LOCAL_REDIS_PORT / ATELIER_LOCAL_S3_PORT), or set "
+                           "REDIS_URL / S3_ENDPOINT_URL to use a server that is already running")
+
+
 def start_valkey(data_dir: Path, port: int, timeout: float = 15) -> Server:
+    _require_free(port, "Valkey")
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "valkey.log"
     cmd = [valkey_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir.resolve()),
@@ -132,6 +141,7 @@ def s3_credentials(data_dir: Path) -> tuple[str, str]:
 
 def start_seaweedfs(data_dir: Path, s3_port: int, access_key: str, secret_key: str,
                     timeout: float = 60) -> Server:
+    _require_free(s3_port, "SeaweedFS S3")
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "s3.json"
     config.write_text(json.dumps({"identities": [{
