@@ -151,8 +151,6 @@ class Client:
                                 timeout=remaining + 10).json()
             if job["status"] in statuses or time.monotonic() > deadline:
                 return job
-            if "running" in statuses:
-                time.sleep(0.1)
 
     def wait_for(self, job_id: str, predicate: Any, timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout

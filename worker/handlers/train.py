@@ -9,6 +9,7 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import torch
 
 from shared.registry import model_prefix, parse_ref
@@ -64,14 +65,10 @@ def build_config(inp: TrainInput, image_size: int, channels: int,
 def sample_grids(model: cvae.CVAE, vocabulary: dict[str, list[str]], device: torch.device,
                  seed: int) -> dict[str, bytes]:
     """A grid of samples per class and one overview grid (a row per class)."""
-    names = vocabulary["class"]
-    per_class = {}
-    for index, name in enumerate(names):
-        images = to_uint8(cvae.sample(model, {"class": index}, [seed + i for i in range(SAMPLES_PER_CLASS)],
-                                      device=device))
-        per_class[name] = images
-    out = {f"samples/{i:02d}.png": png_bytes(grid(images, 8, scale=2)) for i, images in enumerate(per_class.values())}
-    overview = grid(torch.cat([torch.from_numpy(v[:8]) for v in per_class.values()]).numpy(), 8, scale=2)
+    per_class = [to_uint8(cvae.sample(model, {"class": index}, [seed + i for i in range(SAMPLES_PER_CLASS)],
+                                      device=device)) for index in range(len(vocabulary["class"]))]
+    out = {f"samples/{i:02d}.png": png_bytes(grid(images, 8, scale=2)) for i, images in enumerate(per_class)}
+    overview = grid(np.concatenate([images[:8] for images in per_class]), 8, scale=2)
     out["samples/all_classes.png"] = png_bytes(overview)
     return out
 
