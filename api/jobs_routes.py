@@ -175,12 +175,11 @@ def cancel_job(path: JobPath) -> Response:
     """Cancel: a queued job is canceled at once (200); a running job is asked to stop and stops at
     its next check (202); a finished job is a 409."""
     job = _owned_job(path.job_id)
-    outcome = services().store.cancel(job.id)
+    outcome, ended_as = services().store.cancel(job.id)
     if outcome == "missing":
         raise NotFound(f"no job {job.id}", field="job_id")
-    if outcome not in {"canceled", "requested"}:
-        raise Conflict(f"job {job.id} already ended ({outcome.split(':')[-1]}); nothing to cancel",
-                       code="job_finished")
+    if outcome == "finished":
+        raise Conflict(f"job {job.id} already ended ({ended_as}); nothing to cancel", code="job_finished")
     job = services().store.get(job.id) or job
     return _job_response(job, 200 if outcome == "canceled" else 202)
 

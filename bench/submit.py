@@ -165,13 +165,15 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}"
         run_http(url, 2, 1.0)  # warm up connections and code paths
         redis.Redis.from_url(settings.redis_url).delete(JOB_TASKS[JobType.TRAIN].queue)
+        single = run_http(url, 1, min(args.seconds, 5.0))  # latency without queueing
         http = run_http(url, args.clients, args.seconds)
-        lost = check_lost(settings, http["accepted"], own_stack=stack is not None)
+        lost = check_lost(settings, single["accepted"] + http["accepted"], own_stack=stack is not None)
         raw = run_send_task(settings, args.clients, args.seconds)
         print(f"# submit benchmark: {args.clients} clients x {args.seconds:.0f} s, {os.cpu_count()} cores, "
               f"{platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}")
         print("| path | requests | accepted | errors | per second | p50 ms | p99 ms | lost |")
         print("|---|---|---|---|---|---|---|---|")
+        print(row("POST /v1/jobs, 1 client", single, "(below)"))
         print(row(f"POST /v1/jobs (gunicorn {args.web_workers}x gthread)", http, lost))
         print(row("raw Celery send_task (threads)", raw, "n/a"))
     finally:

@@ -292,10 +292,12 @@ class JobStore:
         data = self.redis.hgetall(self.key(job_id))
         return job_from_hash(data) if data else None
 
-    def cancel(self, job_id: str) -> str:
-        """'canceled' (was queued), 'requested' (running; stops at its next check), 'missing', or
-        'finished:<status>' when it had already ended."""
-        return self._cancel(keys=[self.key(job_id), self.RUNNING], args=[job_id, self.ttl_s])
+    def cancel(self, job_id: str) -> tuple[str, JobStatus | None]:
+        """(outcome, status it had): outcome 'canceled' (was queued), 'requested' (running; stops at
+        its next check), 'missing', or 'finished' (it had already ended with that status)."""
+        outcome, _, status = self._cancel(keys=[self.key(job_id), self.RUNNING],
+                                          args=[job_id, self.ttl_s]).partition(":")
+        return outcome, JobStatus(status) if status else None
 
     def list(self, *, owner: str | None, status: JobStatus | None = None, job_type: JobType | None = None,
              limit: int = 20, cursor: str | None = None, scan_limit: int = 2000) -> tuple[list[Job], str | None]:

@@ -53,34 +53,27 @@ class Preset(StrEnum):
 
 
 
-
-
-def _json_number(value: object) -> object:
+def _json_numeric(value: object) -> object:
+    """JSON numbers only: true/false and numeric strings are refused instead of coerced. Integral
+    floats such as 3.0 pass, as JSON has one number type; `int` then refuses 3.5."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("must be a number")
+        raise ValueError("must be a JSON number")
     return value
-
-
-def _json_integer(value: object) -> object:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("must be an integer")
-    return value  # 3.0 is accepted as 3 (JSON has one number type); 3.5 is refused by int
 
 
 def integer(**limits: int) -> object:
     """A JSON integer with limits: true/false or "3" are errors, not coerced."""
-    return Annotated[int, Field(**limits), BeforeValidator(_json_integer)]
+    return Annotated[int, Field(**limits), BeforeValidator(_json_numeric)]
 
 
 def number(**limits: float) -> object:
     """A JSON number with limits: JSON true/false or "0.1" are errors, not coerced."""
-    return Annotated[float, Field(**limits), BeforeValidator(_json_number)]
+    return Annotated[float, Field(**limits), BeforeValidator(_json_numeric)]
 
 
 # Numbers are strict about JSON types: true/false or "3" are errors, not silently 1/0/3.
 Seed = Annotated[integer(ge=0, le=SEED_MAX), Field(description="random seed; same seed + model version = same output")]
 ConditionValue = Annotated[str, StringConstraints(min_length=1, max_length=100)] | integer(ge=0, le=9999)
-
 
 
 # --- job inputs -------------------------------------------------------------------------------

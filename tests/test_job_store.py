@@ -45,7 +45,7 @@ def test_finished_jobs_never_move_back(store: JobStore) -> None:
     assert not store.finish(job.id, token, JobStatus.SUCCEEDED)  # a duplicate worker's late success
     assert not store.set_progress(job.id, token, 0.9, "late")
     assert claim(store, job.id)[1].state == "terminal"  # a redelivery of a finished job does nothing
-    assert store.cancel(job.id) == "finished:failed"
+    assert store.cancel(job.id) == ("finished", JobStatus.FAILED)
     final = store.get(job.id)
     assert final.status == JobStatus.FAILED and final.error.code == "x"
 
@@ -89,20 +89,20 @@ def test_heartbeat_renews_the_lease_and_reports_cancel(store: JobStore) -> None:
     assert store.heartbeat(job.id, token, lease_s=30) == 0
     time.sleep(0.2)
     assert claim(store, job.id)[1].state == "busy"  # still ours thanks to the heartbeat
-    assert store.cancel(job.id) == "requested"
+    assert store.cancel(job.id) == ("requested", None)
     assert store.get(job.id).cancel_requested
     assert store.heartbeat(job.id, token, lease_s=30) == 1
     assert store.finish(job.id, token, JobStatus.CANCELED)
-    assert store.cancel(job.id) == "finished:canceled"
+    assert store.cancel(job.id) == ("finished", JobStatus.CANCELED)
 
 
 def test_cancel_queued_is_immediate_and_never_runs(store: JobStore) -> None:
     job = new(store)
-    assert store.cancel(job.id) == "canceled"
+    assert store.cancel(job.id) == ("canceled", None)
     canceled = store.get(job.id)
     assert canceled.status == JobStatus.CANCELED and canceled.finished_at
     assert claim(store, job.id)[1].state == "terminal"
-    assert store.cancel("nope") == "missing"
+    assert store.cancel("nope") == ("missing", None)
 
 
 def test_fail_queued(store: JobStore) -> None:
@@ -129,7 +129,7 @@ def test_list_is_newest_first_with_cursor_and_filters(store: JobStore) -> None:
         job, _ = store.create(JobType.TRAIN if i % 2 else JobType.GENERATE_IMAGES, {"i": i}, owner=owner)
         ids.append(job.id)
         time.sleep(0.002)
-    store.cancel(ids[0])
+    assert store.cancel(ids[0]) == ("canceled", None)
     page, cursor = store.list(owner=owner, limit=3)
     assert [j.id for j in page] == ids[::-1][:3] and cursor
     rest, end = store.list(owner=owner, limit=10, cursor=cursor)
