@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Response, jsonify
 from flask_openapi3 import Info, OpenAPI
 
+from api.datasets_routes import datasets_bp
 from api.errors import register_error_handlers, validation_error_response
 from api.health_routes import health_bp
 from api.jobs_routes import jobs_bp
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_api(health_bp)
     app.register_api(jobs_bp)
     app.register_api(models_bp)
+    app.register_api(datasets_bp)
 
     @app.get("/openapi.json", doc_ui=False)
     def openapi_document() -> Response:

@@ -13,19 +13,27 @@ from flask_openapi3 import APIBlueprint, Tag
 from api.errors import error_response
 from api.services import services
 from shared.conditions import resolve_conditions
-from shared.errors import AtelierError, Conflict, NotFound
+from shared.errors import AtelierError, Conflict, NotFound, ValidationFailed
 from shared.jobs import request_fingerprint
 from shared.queue import JOB_TASKS, time_limit_s
 from shared.schemas import (
+    BUILTIN_DATASETS,
+    ENCODER_FAMILIES,
     SEED_MAX,
+    Endpoint,
     ErrorResponse,
     GenerateImagesJobRequest,
+    HybridJobRequest,
+    ImportDatasetJobRequest,
     Job,
     JobList,
     JobPath,
     JobRequest,
     JobType,
     ListJobsQuery,
+    ModelVersion,
+    TrainJobRequest,
+    TraverseJobRequest,
 )
 
 log = logging.getLogger(__name__)
@@ -91,11 +99,43 @@ def _job_response(job: Job, status: int) -> Response:
     return response
 
 
-def _pin_model(req: GenerateImagesJobRequest) -> str:
-    """Resolve the model now, so the job runs on the version active at submit time, and check the
-    conditions against that version's vocabulary (a 422 naming the field, not a failed job later)."""
-    model = services().registry.resolve(req.input.model, default_family="cvae")
-    resolve_conditions(model.vocabulary, req.input.conditions)
+def _check_endpoint(model: ModelVersion, endpoint: Endpoint, field: str) -> None:
+    if endpoint.conditions is not None:
+        resolve_conditions(model.vocabulary, endpoint.conditions, field_prefix=f"{field}.conditions")
+    if endpoint.item is not None and model.family not in ENCODER_FAMILIES:
+        raise ValidationFailed(f"catalog items need a model with an encoder ({', '.join(ENCODER_FAMILIES)}); "
+                               f"{model.ref} has none", code="item_not_supported", field=f"{field}.item")
+
+
+def _check_submit(req: Any) -> str | None:
+    """Checks that need Redis or object storage, done at submit so bad input is a 422 naming the
+    field rather than a failed job later. Returns the pinned model version for jobs that use one:
+    the job runs on the version active at submit time."""
+    if isinstance(req, TrainJobRequest):
+        name = req.input.dataset
+        if name not in BUILTIN_DATASETS and not services().storage.exists(f"datasets/{name}/meta.json"):
+            raise ValidationFailed(f"dataset {name!r} has not been imported; POST /v1/datasets or submit an "
+                                   "import_dataset job first", code="dataset_not_found", field="input.dataset")
+        return None
+    if isinstance(req, ImportDatasetJobRequest):
+        prefix = req.input.source_prefix
+        if prefix and next(iter(services().storage.list(prefix)), None) is None:
+            raise ValidationFailed(f"nothing is stored under {prefix}", code="invalid_source",
+                                   field="input.source_prefix")
+        return None
+    inp = req.input
+    model = services().registry.resolve(inp.model, default_family=inp.family.value)
+    if isinstance(req, GenerateImagesJobRequest):
+        if inp.conditions is not None:
+            resolve_conditions(model.vocabulary, inp.conditions)
+        if inp.sampling.mode == "class_mean" and model.family not in ENCODER_FAMILIES:
+            raise ValidationFailed(f"class_mean sampling needs a model with an encoder; {model.ref} has none",
+                                   code="unsupported_for_family", field="input.sampling.mode")
+    elif isinstance(req, HybridJobRequest):
+        _check_endpoint(model, inp.a, "input.a")
+        _check_endpoint(model, inp.b, "input.b")
+    elif isinstance(req, TraverseJobRequest):
+        _check_endpoint(model, inp.start, "input.start")
     return model.ref
 
 
@@ -104,13 +144,17 @@ def _pin_model(req: GenerateImagesJobRequest) -> str:
 def submit_job(body: JobRequest) -> Response:
     """Submit a job. Answers 202 with the job and its Location. `Idempotency-Key` makes a retried
     submit return the first job (200); `Prefer: wait=N` (N <= 60) holds the answer until the job ends."""
+    return submit(body.root)
+
+
+def submit(req: Any) -> Response:
+    """Create the job record, enqueue it, and answer (shared with POST /v1/datasets)."""
     svc = services()
-    req = body.root
     idem = request.headers.get("Idempotency-Key")
     if idem is not None and not _IDEMPOTENCY_KEY.match(idem):
         raise AtelierError("Idempotency-Key must be 1..255 printable ASCII characters",
                            code="invalid_header", field="Idempotency-Key")
-    model = _pin_model(req) if isinstance(req, GenerateImagesJobRequest) else None
+    model = _check_submit(req)
     fingerprint = request_fingerprint(req.model_dump(mode="json", exclude_none=True))
     job_input = req.input.model_dump(mode="json", exclude_none=True)
     # A seed is always recorded, so every job can be reproduced from its record and manifest.

@@ -13,11 +13,12 @@ def _norm(text: str) -> str:
     return " ".join(text.replace("_", " ").replace("-", " ").lower().split())
 
 
-def resolve_conditions(vocabulary: dict[str, list[str]], conditions: dict[str, str | int]) -> dict[str, int]:
+def resolve_conditions(vocabulary: dict[str, list[str]], conditions: dict[str, str | int], *,
+                       field_prefix: str = "input.conditions") -> dict[str, int]:
     """Return condition name -> index. Every condition the model has must be given, and nothing else."""
     resolved: dict[str, int] = {}
     for name, value in conditions.items():
-        field = f"input.conditions.{name}"
+        field = f"{field_prefix}.{name}"
         if name not in vocabulary:
             raise ValidationFailed(
                 f"this model has no condition {name!r}; it takes {sorted(vocabulary)}",
@@ -38,5 +39,5 @@ def resolve_conditions(vocabulary: dict[str, list[str]], conditions: dict[str, s
     missing = sorted(set(vocabulary) - set(resolved))
     if missing:
         raise ValidationFailed(f"missing condition(s) {missing}; this model needs {sorted(vocabulary)}",
-                               code="missing_condition", field=f"input.conditions.{missing[0]}")
+                               code="missing_condition", field=f"{field_prefix}.{missing[0]}")
     return resolved

@@ -27,6 +27,9 @@ class TaskSpec:
 JOB_TASKS: dict[JobType, TaskSpec] = {
     JobType.TRAIN: TaskSpec("atelier.train", TRAINING),
     JobType.GENERATE_IMAGES: TaskSpec("atelier.generate_images", INTERACTIVE),
+    JobType.HYBRID: TaskSpec("atelier.hybrid", INTERACTIVE),
+    JobType.TRAVERSE: TaskSpec("atelier.traverse", INTERACTIVE),
+    JobType.IMPORT_DATASET: TaskSpec("atelier.import_dataset", BATCH),
 }
 
 

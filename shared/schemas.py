@@ -10,7 +10,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 SEED_MAX = 2**31 - 1
 MODEL_REF = re.compile(r"^(?P<family>[a-z]+)@(?P<version>v[0-9]{1,6})$")
@@ -40,10 +50,17 @@ TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.
 class JobType(StrEnum):
     TRAIN = "train"
     GENERATE_IMAGES = "generate_images"
+    IMPORT_DATASET = "import_dataset"
+    HYBRID = "hybrid"
+    TRAVERSE = "traverse"
 
 
 class Family(StrEnum):
     CVAE = "cvae"
+    CGAN = "cgan"
+
+
+ENCODER_FAMILIES = ("cvae",)  # families that can encode a real image (items, class means)
 
 
 class Preset(StrEnum):
@@ -74,6 +91,14 @@ def number(**limits: float) -> object:
 # Numbers are strict about JSON types: true/false or "3" are errors, not silently 1/0/3.
 Seed = Annotated[integer(ge=0, le=SEED_MAX), Field(description="random seed; same seed + model version = same output")]
 ConditionValue = Annotated[str, StringConstraints(min_length=1, max_length=100)] | integer(ge=0, le=9999)
+Conditions = Annotated[dict[str, ConditionValue], Field(min_length=1, max_length=8)]
+DATASET_NAME = r"^[a-z0-9][a-z0-9-]{0,39}$"
+DatasetName = Annotated[str, Field(pattern=DATASET_NAME, description="dataset name, e.g. catalog or fashion-mnist")]
+BUILTIN_DATASETS = frozenset({"fashion-mnist", "catalog"})  # imported from ATELIER_DATASETS on first use
+ModelRef = Annotated[str, Field(max_length=40, pattern=MODEL_REF.pattern,
+                                description='model version as "family@version", e.g. "cvae@v2"')]
+ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
 # --- job inputs -------------------------------------------------------------------------------
@@ -81,7 +106,7 @@ ConditionValue = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 
 class TrainInput(StrictModel):
     family: Family = Field(description="model family to train")
-    dataset: Literal["fashion-mnist"] = Field(description="dataset name; imported on first use")
+    dataset: DatasetName = Field(description="an imported dataset; fashion-mnist and catalog import on first use")
     preset: Preset = Field(Preset.CPU, description="size preset: tiny (seconds, tests), cpu, gpu")
     epochs: integer(ge=1, le=500) | None = Field(None, description="overrides the preset")
     batch_size: integer(ge=1, le=4096) | None = None
@@ -93,19 +118,118 @@ class TrainInput(StrictModel):
     )
 
 
+class Sampling(StrictModel):
+    mode: Literal["prior", "class_mean"] = Field(
+        "prior", description="prior: z ~ N(0, I); class_mean (cvae): the class's mean latent plus noise")
+    spread: number(ge=0.0, le=3.0) = Field(0.5, description="class_mean: scale of the noise around the mean")
+
+
+def exactly_one_of(*names: str) -> ConfigDict:
+    """Strict model whose JSON schema says exactly one of `names` is present (they are not nullable),
+    so generated clients and fuzzers know the rule the validators enforce."""
+    return ConfigDict(extra="forbid", json_schema_extra={"oneOf": [{"required": [n]} for n in names]})
+
+
+Prompt = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+def require_exactly_one(model: BaseModel, *names: str) -> Any:
+    """The rule behind `exactly_one_of`, reported on the first field's path (input.conditions)."""
+    given = [n for n in names if getattr(model, n) is not None]
+    if len(given) != 1:
+        listed = ", ".join(f"`{n}`" for n in names)
+        raise ValidationError.from_exception_data(type(model).__name__, [InitErrorDetails(
+            type=PydanticCustomError("exactly_one", f"give exactly one of {listed}" +
+                                     (f" (got {', '.join(given)})" if given else "")),
+            loc=(names[0],), input=None)])
+    return model
+
+
 class GenerateImagesInput(StrictModel):
+    model_config = exactly_one_of("prompt", "conditions")
+
+    # Not nullable: absent means "not given"; an explicit null is an error.
+    prompt: Prompt = Field(None, description='free text instead of conditions, e.g. "black short sleeve jumpsuit"')
     # Names are checked against the model's vocabulary at submit (a 422 naming the condition).
-    conditions: dict[str, ConditionValue] = Field(
-        description='condition name to value, e.g. {"class": "Dress"} or {"class": 3}',
-        min_length=1, max_length=8,
-    )
+    conditions: Conditions = Field(
+        None,
+        description='condition name to value, e.g. {"articleType": "Jumpsuit", "baseColour": "Black"}')
+    allow_approximate: bool = Field(False, description="generate the closest class when the prompt matches none well")
+    dry_run: bool = Field(False, description="only interpret the prompt (or check the conditions); generate nothing")
     n: integer(ge=1, le=64) = Field(8, description="number of images")
     seed: Seed | None = None
-    model: str | None = Field(
-        None, description='model version as "family@version", e.g. "cvae@v2"; default: the active cvae',
-        max_length=40, pattern=MODEL_REF.pattern,
-    )
+    model: ModelRef | None = Field(None, description="default: the active model of `family`")
+    family: Family = Field(Family.CVAE, description="family whose active model is used when `model` is not given")
     temperature: number(ge=0.0, le=3.0) = Field(1.0, description="scale of the latent noise")
+    sampling: Sampling = Field(default_factory=Sampling)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GenerateImagesInput:
+        return require_exactly_one(self, "conditions", "prompt")
+
+
+class Endpoint(StrictModel):
+    """One end of a hybrid: a class (conditions or a prompt) or a catalog item by id."""
+
+    model_config = exactly_one_of("conditions", "prompt", "item")
+
+    conditions: Conditions = None
+    prompt: Prompt = None
+    item: ItemId = Field(None, description="a catalog item id from the model's training dataset (cvae)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Endpoint:
+        return require_exactly_one(self, "conditions", "prompt", "item")
+
+
+class HybridInput(StrictModel):
+    a: Endpoint
+    b: Endpoint
+    mode: Literal["interpolate", "style_mix"] = Field(
+        "interpolate", description="interpolate: frames from a to b; style_mix (cvae, items): each item's "
+                                   "latent decoded with the other's type and colour")
+    steps: integer(ge=2, le=32) = Field(8, description="interpolation frames, ends included")
+    seed: Seed | None = None
+    model: ModelRef | None = None
+    family: Family = Family.CVAE
+    allow_approximate: bool = False
+
+
+class TraverseInput(StrictModel):
+    start: Endpoint = Field(description="the class or item whose latent is swept")
+    dims: list[integer(ge=0, le=1023)] | None = Field(
+        None, max_length=16, description="latent dimensions to sweep; default: the 8 most active")
+    span: number(gt=0.0, le=10.0) = Field(3.0, description="sweep from -span to +span around the start")
+    steps: integer(ge=3, le=21) = 9
+    seed: Seed | None = None
+    model: ModelRef | None = None
+    family: Family = Family.CVAE
+    allow_approximate: bool = False
+
+
+class CatalogColumnsInput(StrictModel):
+    id: ColumnName = "id"
+    type: ColumnName = Field("articleType", description="the product type column (a condition)")
+    colour: ColumnName = Field("baseColour", description="the colour column (a condition)")
+    title: ColumnName = "productDisplayName"
+    group: ColumnName | None = Field(None, description="column filtered by `groups`")
+
+
+class ImportDatasetInput(StrictModel):
+    name: DatasetName
+    format: Literal["catalog", "fashion-mnist"] = "catalog"
+    source_prefix: Annotated[str, StringConstraints(max_length=300, pattern=r"^uploads/[A-Za-z0-9/_.-]+/$")] | None = (
+        Field(None, description="object-storage prefix with one CSV and a zip (or images); "
+                                "default: the demo data under ATELIER_DATASETS"))
+    columns: CatalogColumnsInput | None = Field(None, description="default: the demo catalog's column names")
+    groups: list[ColumnName] | None = Field(
+        None, max_length=50, description="keep rows whose group column is one of these; the demo catalog "
+                                         "defaults to Apparel, Footwear and Accessories")
+    classes: list[ColumnName] | None = Field(None, max_length=1000, description="only these product types")
+    max_per_class: integer(ge=1, le=1_000_000) | None = None
+    min_class_count: integer(ge=1, le=10_000) = Field(8, description="classes below this are listed, not trained")
+    test_fraction: number(ge=0.01, le=0.5) = 0.1
+    seed: Seed | None = None
 
 
 Webhook = Annotated[str, Field(max_length=2000, pattern=r"^https?://", description="called when the job ends")]
@@ -123,15 +247,37 @@ class GenerateImagesJobRequest(StrictModel):
     webhook: Webhook | None = None
 
 
+class ImportDatasetJobRequest(StrictModel):
+    type: Literal["import_dataset"]
+    input: ImportDatasetInput
+    webhook: Webhook | None = None
+
+
+class HybridJobRequest(StrictModel):
+    type: Literal["hybrid"]
+    input: HybridInput
+    webhook: Webhook | None = None
+
+
+class TraverseJobRequest(StrictModel):
+    type: Literal["traverse"]
+    input: TraverseInput
+    webhook: Webhook | None = None
+
+
 class JobRequest(RootModel):
     """POST /v1/jobs body: the job type selects the input schema."""
 
-    root: Annotated[TrainJobRequest | GenerateImagesJobRequest, Field(discriminator="type")]
+    root: Annotated[TrainJobRequest | GenerateImagesJobRequest | ImportDatasetJobRequest | HybridJobRequest
+                    | TraverseJobRequest, Field(discriminator="type")]
 
 
 INPUT_SCHEMAS: dict[JobType, type[StrictModel]] = {
     JobType.TRAIN: TrainInput,
     JobType.GENERATE_IMAGES: GenerateImagesInput,
+    JobType.IMPORT_DATASET: ImportDatasetInput,
+    JobType.HYBRID: HybridInput,
+    JobType.TRAVERSE: TraverseInput,
 }
 
 
@@ -186,6 +332,9 @@ class ModelVersion(BaseModel):
     job_id: str
     metrics: dict[str, Any]
     vocabulary: dict[str, list[str]]
+    counts: dict[str, dict[str, int]] | None = Field(None, description="training images per condition value")
+    roles: dict[str, str] | None = Field(None, description='which condition is the product "type" and "colour"')
+    joint_counts: dict[str, dict[str, int]] | None = Field(None, description="training images per type and colour")
     active: bool = False
 
 

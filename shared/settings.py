@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     # --- API ----------------------------------------------------------------------------------
     port: int = Field(8000, validation_alias=_env("PORT"))
     max_body_bytes: int = Field(1 << 20, validation_alias=_env("ATELIER_MAX_BODY_BYTES"))
+    max_upload_bytes: int = Field(1 << 30, validation_alias=_env("ATELIER_MAX_UPLOAD_BYTES"),
+                                  description="largest POST /v1/datasets upload (CSV + zip)")
     max_wait_s: int = Field(60, ge=0, le=60, validation_alias=_env("ATELIER_MAX_WAIT_SECONDS"))
     idempotency_ttl_s: int = Field(86400, validation_alias=_env("ATELIER_IDEMPOTENCY_TTL_SECONDS"))
     job_ttl_s: int = Field(30 * 86400, validation_alias=_env("ATELIER_JOB_TTL_SECONDS"),

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import boto3
 from botocore.config import Config
@@ -72,6 +72,12 @@ class Storage:
         with _transient():
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
 
+    def put_file(self, key: str, fileobj: BinaryIO, content_type: str = "application/octet-stream") -> None:
+        """Stream a large file (uploads) in multipart chunks instead of holding it in memory."""
+        self.ensure_bucket()
+        with _transient():
+            self.client.upload_fileobj(fileobj, self.bucket, key, ExtraArgs={"ContentType": content_type})
+
     def put_json(self, key: str, value: Any) -> None:
         self.put(key, json.dumps(value, indent=2, sort_keys=True, default=str).encode(), "application/json")
 
@@ -104,6 +110,7 @@ class Storage:
             raise
 
     def list(self, prefix: str) -> Iterator[str]:
+        self.ensure_bucket()  # a fresh store lists as empty rather than failing
         paginator = self.client.get_paginator("list_objects_v2")
         with _transient():
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):

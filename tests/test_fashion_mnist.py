@@ -11,6 +11,7 @@ import pytest
 
 from shared.errors import DatasetMissing
 from worker.datasets import fashion_mnist
+from worker.datasets.base import ImageSplit
 
 
 def test_read_idx_parses_the_header() -> None:
@@ -46,5 +47,5 @@ def test_real_files_load(fashion_mnist_available: Path) -> None:
     assert data.train.images.shape == (60000, 28, 28, 1) and data.test.images.shape == (10000, 28, 28, 1)
     assert np.bincount(data.train.conditions["class"]).tolist() == [6000] * 10
     assert data.vocabulary["class"][9] == "Ankle boot"
-    round_trip = fashion_mnist.from_npz(fashion_mnist.to_npz(data.test.head(10)))
+    round_trip = ImageSplit.from_npz(data.test.head(10).to_npz())
     assert np.array_equal(round_trip.images, data.test.images[:10])

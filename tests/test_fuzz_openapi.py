@@ -3,6 +3,7 @@ the documented schema. A private stack with no worker, so the fuzzer's jobs only
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,9 +30,12 @@ def fuzz_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_schemathesis_finds_no_failures(fuzz_api: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [str(Path(sys.executable).parent / "schemathesis"), "run", f"{fuzz_api}/openapi.json",
-         "--max-examples", "100", "--seed", "1", "--checks", "all", "--no-color"],
+         "--max-examples", "100", "--seed", "1", "--checks", "all",
+         # Some schema-valid requests are rightly refused with a 422 the schema cannot express: a
+         # dataset that was never imported, a CSV whose header lacks the named columns.
+         "--exclude-checks", "positive_data_acceptance", "--no-color"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     summary = result.stdout[-6000:]
     assert result.returncode == 0, summary
-    generated = int(summary.split(" generated")[0].split()[-1])
+    generated = int(re.search(r"(\d+) generated", summary).group(1))
     assert generated >= 1000, summary

@@ -13,7 +13,9 @@ from shared.queue import JOB_TASKS, REAP_TASK, make_celery, time_limit_s
 from shared.schemas import JobType
 from shared.settings import Settings
 from worker.context import WorkerContext
+from worker.handlers.explore import hybrid, traverse
 from worker.handlers.generate import generate_images
+from worker.handlers.import_dataset import import_dataset
 from worker.handlers.train import train
 from worker.reaper import reap_stale_jobs
 from worker.runner import Handler, run_job
@@ -23,6 +25,9 @@ log = logging.getLogger(__name__)
 HANDLERS: dict[JobType, Handler] = {
     JobType.TRAIN: train,
     JobType.GENERATE_IMAGES: generate_images,
+    JobType.IMPORT_DATASET: import_dataset,
+    JobType.HYBRID: hybrid,
+    JobType.TRAVERSE: traverse,
 }
 
 

@@ -40,11 +40,15 @@ class LRUCache:
                 self._items.move_to_end(key)
                 return self._items[key]
         value = load()
-        with self._lock:
+        with self._lock:  # two threads may both load; the later value wins, both are equivalent
             self._items[key] = value
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return value
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._items.pop(key, None)
 
 
 class WorkerContext:
@@ -52,6 +56,7 @@ class WorkerContext:
         self.settings = settings
         self.models = LRUCache(settings.model_cache_size)
         self.datasets = LRUCache(2)
+        self.vocabularies = LRUCache(32)  # prompt-interpreter tables per model version
 
     @cached_property
     def store(self) -> JobStore:
@@ -84,3 +89,16 @@ class WorkerContext:
             return FAMILIES[family].from_checkpoint(checkpoint).to(self.device)
 
         return self.models.get_or_load(ref, load)
+
+    @cached_property
+    def interpreter(self) -> Any:
+        """The prompt interpreter, its sentence-transformer loaded once per worker process."""
+        from worker.prompts import PromptInterpreter, load_encoder
+
+        return PromptInterpreter(load_encoder())
+
+    def vocabulary(self, ref: str, vocabulary: dict[str, list[str]], roles: dict[str, str]) -> Any:
+        """The interpreter's tables and embeddings for one model version, computed once."""
+        kind, colour = roles["type"], roles.get("colour")
+        return self.vocabularies.get_or_load(ref, lambda: self.interpreter.vocabulary(
+            vocabulary[kind], vocabulary.get(colour, []) if colour else []))

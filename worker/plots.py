@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 
 
-def loss_curve_png(history: list[dict[str, float]], title: str) -> bytes:
+def loss_curve_png(history: list[dict[str, float]], title: str, curves: dict[str, str] | None = None,
+                   unit: str = "loss per image (nats)") -> bytes:
+    """One line per curve (label -> history key) against the epoch."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on workers
@@ -14,10 +16,10 @@ def loss_curve_png(history: list[dict[str, float]], title: str) -> bytes:
     epochs = [row["epoch"] for row in history]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     try:
-        ax.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train")
-        ax.plot(epochs, [row["test_loss"] for row in history], marker="s", label="held-out")
+        for label, key in (curves or {"train": "train_loss", "held-out": "test_loss"}).items():
+            ax.plot(epochs, [row[key] for row in history], marker="o", label=label)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("loss per image (nats)")
+        ax.set_ylabel(unit)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import logging
 import struct
 import urllib.request
@@ -103,15 +102,4 @@ def load_folder(folder: Path) -> ImageDataset:
         labels = read(f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
         return ImageSplit(images, {"class": labels})
 
-    return ImageDataset(NAME, split("train"), split("t10k"), {"class": CLASSES})
-
-
-def to_npz(split: ImageSplit) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, images=split.images, **{f"cond_{k}": v for k, v in split.conditions.items()})
-    return buffer.getvalue()
-
-
-def from_npz(data: bytes) -> ImageSplit:
-    with np.load(io.BytesIO(data)) as npz:
-        return ImageSplit(npz["images"], {k[5:]: npz[k] for k in npz.files if k.startswith("cond_")})
+    return ImageDataset(NAME, split("train"), split("t10k"), {"class": CLASSES}, roles={"type": "class"})

@@ -1,17 +1,18 @@
-"""The `generate_images` job: sample n images for explicit conditions from a pinned model version,
-one PNG per image with its own seed, a contact sheet and the manifest."""
+"""The `generate_images` job: explicit conditions or a free-text prompt -> n images from a pinned
+model version, one PNG per image with its own seed, a contact sheet and the manifest. With
+`dry_run` it only reports how the prompt was interpreted."""
 
 from __future__ import annotations
 
 import logging
 
 from shared.conditions import resolve_conditions
-from shared.errors import JobCanceled, JobFailure
-from shared.registry import parse_ref
+from shared.errors import JobCanceled
 from shared.schemas import GenerateImagesInput, Job
 from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.handlers.common import Progress, ShouldStop, write_manifest
+from worker.handlers.conditioning import interpret_prompt, names_of, pinned_model
 from worker.images import grid, png_bytes, to_uint8
 from worker.models import FAMILIES
 
@@ -20,32 +21,40 @@ log = logging.getLogger(__name__)
 
 def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop) -> dict:
     inp = GenerateImagesInput(**job.input)
-    ref = job.model or inp.model
-    if not ref:
-        raise JobFailure("the job has no model version", code="no_active_model")
-    family, version = parse_ref(ref)
-    meta = ctx.registry.get(family, version)
-    if meta is None:
-        raise JobFailure(f"model {ref} no longer exists", code="model_not_found")
-    cond = resolve_conditions(meta.vocabulary, inp.conditions)
+    meta = pinned_model(ctx, job, inp.model)
+    ref = meta.ref
     seed = inp.seed if inp.seed is not None else 0
-    seeds = [seed + i for i in range(inp.n)]
+    interpreted = None
+    if inp.prompt is not None:
+        progress(0.02, "interpreting the prompt")
+        cond, interpreted = interpret_prompt(ctx, meta, inp.prompt, allow_approximate=inp.allow_approximate)
+    else:
+        cond = resolve_conditions(meta.vocabulary, inp.conditions or {})
+    names = names_of(meta, cond)
+    if inp.dry_run:
+        output = {"model": ref, "prompt": inp.prompt, "interpreted": interpreted, "conditions": names,
+                  "dry_run": True}
+        write_manifest(ctx.storage, job, output, seeds={"base": seed}, model=ref)
+        return output
 
+    seeds = [seed + i for i in range(inp.n)]
     progress(0.05, f"loading {ref}")
     model = ctx.load_model(ref)
     if should_stop():
         raise JobCanceled()
     progress(0.2, f"sampling {inp.n} images")
-    images = to_uint8(FAMILIES[family].sample(model, cond, seeds, temperature=inp.temperature, device=ctx.device))
+    images = to_uint8(FAMILIES[meta.family].sample(model, cond, seeds, temperature=inp.temperature,
+                                                   device=ctx.device, mode=inp.sampling.mode,
+                                                   spread=inp.sampling.spread))
     if should_stop():
         raise JobCanceled()
 
     progress(0.6, "saving images")
     prefix = f"jobs/{job.id}/"
-    names = {k: meta.vocabulary[k][v] for k, v in cond.items()}
     items = [PutItem(f"{prefix}images/{i:03d}.png", png_bytes(img), "image/png") for i, img in enumerate(images)]
     sheet_key = f"{prefix}contact_sheet.png"
-    items.append(PutItem(sheet_key, png_bytes(grid(images, 8, scale=2)), "image/png"))
+    items.append(PutItem(sheet_key, png_bytes(grid(images, 8, scale=2 if images.shape[1] <= 32 else 1)),
+                         "image/png"))
     ctx.storage.put_many(items)
 
     height, width = images.shape[1:3]
@@ -56,5 +65,8 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
                    for i, s in enumerate(seeds)],
         "contact_sheet": {"key": sheet_key},
     }
+    if interpreted is not None:
+        output["prompt"] = inp.prompt
+        output["interpreted"] = interpreted
     write_manifest(ctx.storage, job, output, seeds={"base": seed, "per_image": seeds}, model=ref)
     return output

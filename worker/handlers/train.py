@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,12 +16,13 @@ from shared.registry import model_prefix, parse_ref
 from shared.schemas import Job, TrainInput
 from shared.storage import PutItem, Storage
 from worker.context import WorkerContext
-from worker.datasets.store import load_dataset
+from worker.datasets.base import ImageDataset
+from worker.datasets.store import counts_of, load_dataset
 from worker.handlers.common import Progress, ShouldStop, scaled, write_manifest
 from worker.images import grid, png_bytes, to_uint8
-from worker.models import cvae
+from worker.models import IMAGE_FAMILIES, ImageFamily
 from worker.plots import loss_curve_png
-from worker.training.cvae_trainer import TrainParams, train_cvae
+from worker.training.common import TrainParams
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,13 @@ class StorageCheckpoint:
         self.storage.put(self.key, buffer.getvalue())
 
 
-def build_config(inp: TrainInput, image_size: int, channels: int,
-                 vocabulary: dict[str, list[str]]) -> tuple[cvae.CVAEConfig, TrainParams]:
-    preset = cvae.PRESETS[inp.preset.value]
-    config = replace(cvae.CVAEConfig(image_size=image_size, channels=channels,
-                                     conditions={k: len(v) for k, v in vocabulary.items()}), **preset["model"])
+def build_config(family: ImageFamily, inp: TrainInput, dataset: ImageDataset) -> tuple[Any, TrainParams]:
+    preset = family.presets[inp.preset.value]
+    base: dict[str, Any] = {"image_size": dataset.image_size, "channels": dataset.channels,
+                            "conditions": {k: len(v) for k, v in dataset.vocabulary.items()}}
+    if "mean_condition" in {f.name for f in fields(family.config)}:
+        base["mean_condition"] = type_condition(dataset)
+    config = replace(family.config(**base), **preset["model"])
     defaults = preset["train"]
     params = TrainParams(
         epochs=inp.epochs or defaults["epochs"],
@@ -62,54 +65,94 @@ def build_config(inp: TrainInput, image_size: int, channels: int,
     return config, params
 
 
-def sample_grids(model: cvae.CVAE, vocabulary: dict[str, list[str]], device: torch.device,
+def type_condition(dataset: ImageDataset) -> str:
+    return (dataset.roles or {}).get("type") or sorted(dataset.vocabulary)[0]
+
+
+def class_conditions(dataset: ImageDataset) -> list[dict[str, int]]:
+    """One condition set per product type, each with that type's most common value of the others."""
+    kind = type_condition(dataset)
+    labels = dataset.train.conditions[kind]
+    out = []
+    for index in range(len(dataset.vocabulary[kind])):
+        rows = labels == index
+        cond = {kind: index}
+        for other, values in dataset.train.conditions.items():
+            if other != kind:
+                counts = np.bincount(values[rows], minlength=len(dataset.vocabulary[other]))
+                cond[other] = int(counts.argmax())
+        out.append(cond)
+    return out
+
+
+def joint_counts(dataset: ImageDataset) -> dict[str, dict[str, int]] | None:
+    """Training images per (type, colour): the colour used when a prompt names none."""
+    roles = dataset.roles or {}
+    kind, colour = roles.get("type"), roles.get("colour")
+    if not kind or not colour:
+        return None
+    out: dict[str, dict[str, int]] = {}
+    types, colours = dataset.train.conditions[kind], dataset.train.conditions[colour]
+    for t, c in zip(types.tolist(), colours.tolist(), strict=True):
+        row = out.setdefault(dataset.vocabulary[kind][t], {})
+        name = dataset.vocabulary[colour][c]
+        row[name] = row.get(name, 0) + 1
+    return out
+
+
+def sample_grids(family: ImageFamily, model: Any, dataset: ImageDataset, device: torch.device,
                  seed: int) -> dict[str, bytes]:
     """A grid of samples per class and one overview grid (a row per class)."""
-    per_class = [to_uint8(cvae.sample(model, {"class": index}, [seed + i for i in range(SAMPLES_PER_CLASS)],
-                                      device=device)) for index in range(len(vocabulary["class"]))]
-    out = {f"samples/{i:02d}.png": png_bytes(grid(images, 8, scale=2)) for i, images in enumerate(per_class)}
-    overview = grid(np.concatenate([images[:8] for images in per_class]), 8, scale=2)
-    out["samples/all_classes.png"] = png_bytes(overview)
+    scale = 2 if dataset.image_size <= 32 else 1
+    seeds = [seed + i for i in range(SAMPLES_PER_CLASS)]
+    per_class = [to_uint8(family.module.sample(model, cond, seeds, device=device))
+                 for cond in class_conditions(dataset)]
+    out = {f"samples/{i:03d}.png": png_bytes(grid(images, 8, scale=scale)) for i, images in enumerate(per_class)}
+    out["samples/all_classes.png"] = png_bytes(grid(np.concatenate([images[:8] for images in per_class]), 8,
+                                                    scale=scale))
     return out
 
 
 def train(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop) -> dict:
     inp = TrainInput(**job.input)
+    family = IMAGE_FAMILIES[inp.family.value]
     ref = ctx.store.model_version_for(job.id, inp.family.value)  # stable across reruns
-    family, version = parse_ref(ref)
+    family_name, version = parse_ref(ref)
     dataset = ctx.datasets.get_or_load(
         inp.dataset, lambda: load_dataset(inp.dataset, ctx.storage, ctx.settings, scaled(progress, 0.0, 0.05)))
-    config, params = build_config(inp, dataset.image_size, dataset.channels, dataset.vocabulary)
+    config, params = build_config(family, inp, dataset)
     device = ctx.device
-    result = train_cvae(config, params, dataset.train, dataset.test, device=device,
-                        progress=scaled(progress, 0.05, 0.9), should_stop=should_stop,
-                        checkpoint=StorageCheckpoint(ctx.storage, f"jobs/{job.id}/checkpoint.pt"))
+    result = family.train(config, params, dataset.train, dataset.test, device=device,
+                          progress=scaled(progress, 0.05, 0.9), should_stop=should_stop,
+                          checkpoint=StorageCheckpoint(ctx.storage, f"jobs/{job.id}/checkpoint.pt"),
+                          stratify_by=type_condition(dataset))
     progress(0.92, "writing the model version")
-    prefix = model_prefix(family, version)
+    prefix = model_prefix(family_name, version)
     weights = io.BytesIO()
-    torch.save(cvae.to_checkpoint(result.model), weights)
+    torch.save(family.module.to_checkpoint(result.model), weights)
     metrics = {"final": result.final, "history": result.history, "resumed_from_epoch": result.resumed_from_epoch,
                "train_examples": min(len(dataset.train), params.max_train_examples or len(dataset.train)),
                "device": str(device)}
-    samples = sample_grids(result.model, dataset.vocabulary, device, params.seed)
-    files = {"model.pt": (weights.getvalue(), "application/octet-stream"),
-             "loss_curve.png": (loss_curve_png(result.history, f"{ref} on {inp.dataset}"), "image/png"),
+    samples = sample_grids(family, result.model, dataset, device, params.seed)
+    curve = loss_curve_png(result.history, f"{ref} on {inp.dataset}", family.curves, family.curve_unit)
+    files = {"model.pt": (weights.getvalue(), "application/octet-stream"), "loss_curve.png": (curve, "image/png"),
              **{name: (data, "image/png") for name, data in samples.items()}}
     ctx.storage.put_many([PutItem(prefix + name, data, kind) for name, (data, kind) in files.items()])
     ctx.storage.put_json(prefix + "config.json", {"model": asdict(config), "train": asdict(params),
                                                   "preset": inp.preset.value})
     ctx.storage.put_json(prefix + "metrics.json", metrics)
-    summary = {"family": family, "version": version, "ref": ref, "dataset": inp.dataset,
+    summary = {"family": family_name, "version": version, "ref": ref, "dataset": inp.dataset,
                "created_at": datetime.now(UTC).isoformat(), "job_id": job.id,
-               "metrics": {"test_loss": result.final.get("test_loss"), "train_loss": result.final.get("train_loss"),
-                           "epochs": len(result.history)},
-               "vocabulary": dataset.vocabulary}
+               "metrics": {**{k: v for k, v in result.final.items() if k != "epoch"}, "epochs": len(result.history)},
+               "vocabulary": dataset.vocabulary, "counts": counts_of(dataset),
+               "roles": dataset.roles or {"type": type_condition(dataset)}, "joint_counts": joint_counts(dataset)}
     ctx.storage.put_json(prefix + "model.json", summary)  # written last: the version is complete
     active = ctx.registry.register(summary, activate=inp.activate)
+    kind = type_condition(dataset)
     artifacts = {"weights": {"key": prefix + "model.pt"}, "loss_curve": {"key": prefix + "loss_curve.png"},
                  "sample_grid": {"key": prefix + "samples/all_classes.png"},
-                 "class_samples": [{"class": name, "key": f"{prefix}samples/{i:02d}.png"}
-                                   for i, name in enumerate(dataset.vocabulary["class"])],
+                 "class_samples": [{"class": name, "key": f"{prefix}samples/{i:03d}.png"}
+                                   for i, name in enumerate(dataset.vocabulary[kind])],
                  "metrics": {"key": prefix + "metrics.json"}, "config": {"key": prefix + "config.json"}}
     output = {"model": ref, "active": active, "metrics": summary["metrics"], "artifacts": artifacts}
     write_manifest(ctx.storage, job, output, seeds={"train": params.seed}, model=ref)

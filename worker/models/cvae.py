@@ -14,6 +14,7 @@ config inside every checkpoint so a checkpoint rebuilds its own model.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,6 +32,11 @@ class CVAEConfig:
     width: int = 32  # channels of the first conv layer, doubled at each downsampling
     embed_dim: int = 16  # per condition
     recon_loss: str = "bce"  # "bce" or "mse" (the paper's)
+    mean_condition: str | None = None  # condition whose per-value mean latents are kept (default: the first)
+
+    @property
+    def mean_over(self) -> str:
+        return self.mean_condition or sorted(self.conditions)[0]
 
     @property
     def padded_size(self) -> int:
@@ -93,6 +99,10 @@ class CVAE(nn.Module):
             in_ch = out_ch
         dec += [nn.ConvTranspose2d(in_ch, c, 4, 2, 1)]  # -> padded_size, logits
         self.decoder = nn.Sequential(*dec)
+        # Filled after training (`fit_latent_statistics`): the mean latent of each class, for
+        # class-mean sampling, and each latent dimension's spread, to pick dimensions worth traversing.
+        self.register_buffer("class_means", torch.zeros(config.conditions[config.mean_over], config.latent_dim))
+        self.register_buffer("latent_std", torch.zeros(config.latent_dim))
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         extra = self.config.padded_size - self.config.image_size
@@ -111,7 +121,11 @@ class CVAE(nn.Module):
 
     def decode_logits(self, z: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         """z: [B, latent] -> logits [B, C, H, W]"""
-        h = self.from_latent(torch.cat([z, self.embed(cond)], dim=1))
+        return self.decode_embedded_logits(z, self.embed(cond))
+
+    def decode_embedded_logits(self, z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """z: [B, latent], e: [B, embed] (possibly interpolated between classes) -> logits [B, C, H, W]"""
+        h = self.from_latent(torch.cat([z, e], dim=1))
         h = F.relu(h).view(-1, self.top_ch, 4, 4)
         return self._crop(self.decoder(h))
 
@@ -150,12 +164,56 @@ def latent_noise(seeds: list[int], latent_dim: int, temperature: float = 1.0) ->
 
 @torch.no_grad()
 def sample(model: CVAE, cond: dict[str, int], seeds: list[int], *, temperature: float = 1.0,
-           device: torch.device | str = "cpu") -> torch.Tensor:
-    """Images for one condition set, one per seed: -> [n, C, H, W] in [0, 1] on the CPU."""
+           device: torch.device | str = "cpu", mode: str = "prior", spread: float = 0.5) -> torch.Tensor:
+    """Images for one condition set, one per seed: -> [n, C, H, W] in [0, 1] on the CPU.
+
+    mode "prior": z ~ N(0, temperature^2 I). mode "class_mean" (seed 003): z = the mean latent of
+    the requested class plus noise of scale `spread`, which stays closer to real items of the class."""
     model.eval()
-    z = latent_noise(seeds, model.config.latent_dim, temperature).to(device)
+    if mode == "class_mean":
+        z = latent_noise(seeds, model.config.latent_dim, spread).to(device)
+        z = z + model.class_means[cond[model.config.mean_over]]
+    else:
+        z = latent_noise(seeds, model.config.latent_dim, temperature).to(device)
     c = {k: torch.full((len(seeds),), v, dtype=torch.long, device=device) for k, v in cond.items()}
     return model.decode(z, c).float().cpu()
+
+
+@torch.no_grad()
+def decode(model: CVAE, z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """Latents and condition embeddings (interpolations) -> images [B, C, H, W] in [0, 1] on the CPU."""
+    model.eval()
+    return torch.sigmoid(model.decode_embedded_logits(z, e)).float().cpu()
+
+
+@torch.no_grad()
+def embed(model: CVAE, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model.embed(cond)
+
+
+@torch.no_grad()
+def encode_mean(model: CVAE, x: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Real items -> their posterior mean latents [B, latent] (for item hybrids and traversals)."""
+    model.eval()
+    return model.encode(x, cond)[0]
+
+
+@torch.no_grad()
+def fit_latent_statistics(model: CVAE, batches: Iterable[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> None:
+    """Per-class mean of the posterior means, and the spread of each latent dimension across the data."""
+    model.eval()
+    over = model.config.mean_over
+    sums = torch.zeros_like(model.class_means)
+    counts = torch.zeros(sums.shape[0], device=sums.device)
+    all_mu = []
+    for x, cond in batches:
+        mu = model.encode(x, cond)[0]
+        sums.index_add_(0, cond[over], mu)
+        counts.index_add_(0, cond[over], torch.ones_like(cond[over], dtype=counts.dtype))
+        all_mu.append(mu)
+    model.class_means.copy_(sums / counts.clamp(min=1)[:, None])
+    if all_mu:
+        model.latent_std.copy_(torch.cat(all_mu).std(dim=0, correction=0))
 
 
 def to_checkpoint(model: CVAE) -> dict[str, Any]:
@@ -165,5 +223,8 @@ def to_checkpoint(model: CVAE) -> dict[str, Any]:
 
 def from_checkpoint(checkpoint: dict[str, Any]) -> CVAE:
     model = CVAE(CVAEConfig(**checkpoint["config"]))
-    model.load_state_dict(checkpoint["state_dict"])
+    # Versions trained before latent statistics existed load with zero means.
+    missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=False)
+    if unexpected or set(missing) - {"class_means", "latent_std"}:
+        raise RuntimeError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
     return model.eval()

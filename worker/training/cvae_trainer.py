@@ -5,55 +5,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from shared.errors import JobCanceled
 from worker.datasets.base import ImageSplit
-from worker.models.cvae import CVAE, CVAEConfig, loss_terms
+from worker.models.cvae import CVAE, CVAEConfig, fit_latent_statistics, loss_terms
+from worker.training.common import CheckpointIO, Progress, ShouldStop, TrainParams, TrainResult, batches, to_batch
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[float, str], None]
-ShouldStop = Callable[[], bool]
-
-
-class CheckpointIO(Protocol):
-    def load(self) -> dict[str, Any] | None: ...
-    def save(self, state: dict[str, Any]) -> None: ...
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    seed: int
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None
-
-
-@dataclass
-class TrainResult:
-    model: CVAE
-    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
-    resumed_from_epoch: int = 0
-
-    @property
-    def final(self) -> dict[str, float]:
-        return self.history[-1] if self.history else {}
-
-
-def to_batch(split: ImageSplit, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """uint8 [B, H, W, C] -> float [B, C, H, W] in [0, 1], and conditions as LongTensors."""
-    x = torch.from_numpy(split.images[idx]).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    cond = {k: torch.from_numpy(v[idx]).to(device) for k, v in split.conditions.items()}
-    return x, cond
-
 
 @torch.no_grad()
 def evaluate(model: CVAE, split: ImageSplit, batch_size: int, device: torch.device, seed: int) -> dict[str, float]:
@@ -74,11 +35,11 @@ def evaluate(model: CVAE, split: ImageSplit, batch_size: int, device: torch.devi
 
 def train_cvae(config: CVAEConfig, params: TrainParams, train: ImageSplit, test: ImageSplit, *,
                device: torch.device, progress: Progress, should_stop: ShouldStop,
-               checkpoint: CheckpointIO | None = None) -> TrainResult:
+               checkpoint: CheckpointIO | None = None, stratify_by: str | None = None) -> TrainResult:
     torch.manual_seed(params.seed)
     model = CVAE(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
-    train = train.stratified_head(params.max_train_examples, next(iter(config.conditions)), params.seed)
+    train = train.stratified_head(params.max_train_examples, stratify_by or config.mean_over, params.seed)
     test = test.head(params.max_eval_examples)
     result = TrainResult(model=model)
 
@@ -126,5 +87,6 @@ def train_cvae(config: CVAEConfig, params: TrainParams, train: ImageSplit, test:
         if checkpoint:
             checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "history": result.history})
+    fit_latent_statistics(model, batches(train, params.batch_size, device))
     model.eval()
     return result

@@ -1,0 +1,137 @@
+"""/v1/datasets: upload a merchandiser's catalog (a CSV and a zip of images) as an import job, and
+read what has been imported."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import zipfile
+from typing import IO
+
+from flask import Response, jsonify, request
+from flask_openapi3 import APIBlueprint, FileStorage, Tag
+from pydantic import ConfigDict, Field
+
+from api.jobs_routes import submit
+from api.services import services
+from shared.errors import NotFound, ValidationFailed
+from shared.schemas import (
+    CatalogColumnsInput,
+    ColumnName,
+    DatasetName,
+    ErrorResponse,
+    ImportDatasetInput,
+    ImportDatasetJobRequest,
+    Job,
+    StrictModel,
+    integer,
+    number,
+)
+
+datasets_bp = APIBlueprint("datasets", __name__, url_prefix="/v1/datasets", abp_tags=[Tag(name="datasets")],
+                           abp_responses={"404": ErrorResponse, "422": ErrorResponse})
+MAX_CSV_BYTES = 200 * 1024 * 1024
+
+
+class DatasetUpload(StrictModel):
+    """multipart/form-data: the catalog CSV, a zip of `<id>.jpg` images, and which columns hold what."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)  # form fields arrive as text
+
+    name: DatasetName
+    csv_file: FileStorage = Field(description="one row per product")
+    images: FileStorage = Field(description="zip of images named <id>.jpg (any folder inside)")
+    id_column: ColumnName = "id"
+    type_column: ColumnName = "articleType"
+    colour_column: ColumnName = "baseColour"
+    title_column: ColumnName = "productDisplayName"
+    min_class_count: integer(ge=1, le=10_000) = 8
+    test_fraction: number(ge=0.01, le=0.5) = 0.1
+
+
+class DatasetPath(StrictModel):
+    name: DatasetName
+
+
+@datasets_bp.before_request
+def _upload_limit() -> None:
+    if request.method == "POST":
+        request.max_content_length = services().settings.max_upload_bytes  # beyond the JSON limit
+
+
+def _digest(*streams: IO[bytes]) -> str:
+    sha = hashlib.sha256()
+    for stream in streams:
+        stream.seek(0)
+        for chunk in iter(lambda s=stream: s.read(1 << 20), b""):
+            sha.update(chunk)
+        stream.seek(0)
+    return sha.hexdigest()[:32]
+
+
+def _check_csv(stream: IO[bytes], columns: CatalogColumnsInput) -> None:
+    stream.seek(0)
+    first_line = stream.readline(1 << 20)
+    stream.seek(0)
+    try:
+        header = next(csv.reader([first_line.decode("utf-8-sig")]), [])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValidationFailed("the CSV header is not UTF-8 text", code="invalid_csv", field="csv_file") from exc
+    for role in ("id", "type", "colour", "title"):
+        name = getattr(columns, role)
+        if name not in header:
+            raise ValidationFailed(f"the CSV has no column {name!r}; its columns are {header[:50]}",
+                                   code="unknown_column", field=f"{role}_column", details={"columns": header[:200]})
+
+
+@datasets_bp.post("", responses={"202": Job, "200": Job, "413": ErrorResponse})
+def upload_dataset(form: DatasetUpload) -> Response:
+    """Upload a catalog: it is stored under uploads/ and imported by an `import_dataset` job (202 with
+    the job). Rows with missing or unreadable images are counted in the job's output, not fatal."""
+    csv_stream, zip_stream = form.csv_file.stream, form.images.stream
+    csv_stream.seek(0, io.SEEK_END)
+    if csv_stream.tell() > MAX_CSV_BYTES:
+        raise ValidationFailed(f"the CSV is larger than {MAX_CSV_BYTES} bytes", code="too_large", field="csv_file")
+    columns = CatalogColumnsInput(id=form.id_column, type=form.type_column, colour=form.colour_column,
+                                  title=form.title_column)
+    _check_csv(csv_stream, columns)
+    if not zipfile.is_zipfile(zip_stream):
+        raise ValidationFailed("images must be a zip file", code="invalid_archive", field="images")
+    prefix = f"uploads/{_digest(csv_stream, zip_stream)}/"  # same files, same prefix: retries are idempotent
+    storage = services().storage
+    storage.put_file(prefix + "catalog.csv", csv_stream, "text/csv")
+    zip_stream.seek(0)
+    storage.put_file(prefix + "images.zip", zip_stream, "application/zip")
+    spec = ImportDatasetInput(name=form.name, format="catalog", source_prefix=prefix, columns=columns,
+                              min_class_count=form.min_class_count, test_fraction=form.test_fraction)
+    return submit(ImportDatasetJobRequest(type="import_dataset", input=spec))
+
+
+def _summary(meta: dict) -> dict:
+    keep = ("name", "format", "imported_at", "sizes", "roles", "image_size", "channels", "rows", "skipped",
+            "below_minimum", "source")
+    out = {k: meta.get(k) for k in keep if k in meta}
+    out["classes"] = {k: len(v) for k, v in meta.get("vocabulary", {}).items()}
+    return out
+
+
+@datasets_bp.get("", responses={"200": None})
+def list_datasets() -> Response:
+    """Imported datasets with their sizes and class counts."""
+    storage = services().storage
+    names = sorted({key.split("/")[1] for key in storage.list("datasets/") if key.endswith("/meta.json")})
+    return jsonify(datasets=[_summary(storage.get_json(f"datasets/{n}/meta.json")) for n in names])
+
+
+@datasets_bp.get("/<name>", responses={"200": None})
+def get_dataset(path: DatasetPath) -> Response:
+    """One dataset: vocabulary with training counts per value, skipped rows by reason, and the classes
+    below the training minimum."""
+    storage = services().storage
+    key = f"datasets/{path.name}/meta.json"
+    if not storage.exists(key):
+        raise NotFound(f"no dataset {path.name}", field="name")
+    meta = storage.get_json(key)
+    return jsonify({**_summary(meta), "vocabulary": meta.get("vocabulary"), "counts": meta.get("counts"),
+                    "skipped_examples": meta.get("skipped_examples")})

@@ -1,0 +1,209 @@
+"""Multi-conditional GAN (seed 002, "multi-conditional GAN"): a DCGAN-family generator and
+discriminator conditioned on several attributes at once (catalog articleType and baseColour).
+
+Stabilizers for a few thousand 64x64 images on small hardware, as in SNGAN / Miyato & Koyama 2018:
+- spectral normalization on every discriminator layer,
+- a projection discriminator: D(x, y) = psi(phi(x)) + sum_c <embed_c(y_c), phi(x)>,
+- the hinge loss, and an exponential moving average of the generator weights for sampling.
+The generator takes its conditions as learned embeddings concatenated to z (and again per block
+through conditional batch norm gains), so type and colour are controlled independently.
+
+No I/O here; `to_checkpoint`/`from_checkpoint` carry the config inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from worker.models.cvae import ConditionEmbedding, latent_noise
+
+
+@dataclass(frozen=True)
+class CGANConfig:
+    image_size: int = 64
+    channels: int = 3
+    conditions: dict[str, int] = field(default_factory=lambda: {"articleType": 10, "baseColour": 10})
+    latent_dim: int = 128
+    g_width: int = 32  # generator channels at the last block, doubled towards 4x4
+    d_width: int = 32  # discriminator channels at the first block
+    embed_dim: int = 32  # per condition
+
+    @property
+    def padded_size(self) -> int:
+        return max(8, 2 ** math.ceil(math.log2(self.image_size)))
+
+    @property
+    def depth(self) -> int:
+        return int(math.log2(self.padded_size // 4))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"model": {"g_width": 8, "d_width": 8, "embed_dim": 8, "latent_dim": 32},
+             "train": {"epochs": 1, "batch_size": 32, "learning_rate": 2e-4, "max_train_examples": 256,
+                       "max_eval_examples": 64}},
+    "cpu": {"model": {"g_width": 32, "d_width": 32, "embed_dim": 32},
+            "train": {"epochs": 20, "batch_size": 64, "learning_rate": 2e-4}},
+    "gpu": {"model": {"g_width": 64, "d_width": 64, "embed_dim": 64},
+            "train": {"epochs": 100, "batch_size": 128, "learning_rate": 2e-4}},
+}
+
+
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm whose scale and shift come from the condition embedding (per-block conditioning)."""
+
+    def __init__(self, channels: int, cond_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Linear(cond_dim, channels)
+        self.bias = nn.Linear(cond_dim, channels)
+        nn.init.zeros_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+        nn.init.zeros_(self.gain.bias)
+        nn.init.zeros_(self.bias.bias)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        gain = 1.0 + self.gain(e)[:, :, None, None]
+        return self.norm(x) * gain + self.bias(e)[:, :, None, None]
+
+
+class Generator(nn.Module):
+    def __init__(self, config: CGANConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = ConditionEmbedding(config.conditions, config.embed_dim)
+        e = self.embed.out_dim
+        top = config.g_width * 2 ** (config.depth - 1)
+        self.top = top
+        self.project = nn.Linear(config.latent_dim + e, top * 4 * 4)
+        self.norms = nn.ModuleList()
+        self.convs = nn.ModuleList()
+        in_ch = top
+        for i in reversed(range(config.depth)):  # 4 -> padded_size
+            out_ch = config.g_width * 2 ** max(i - 1, 0)
+            self.norms.append(ConditionalBatchNorm(in_ch, e))
+            self.convs.append(nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1))
+            in_ch = out_ch
+        self.to_rgb = nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(), nn.Conv2d(in_ch, config.channels, 3, 1, 1))
+
+    def forward_embedded(self, z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """z: [B, latent], e: [B, embed] (possibly interpolated) -> images [B, C, H, W] in [-1, 1]"""
+        h = self.project(torch.cat([z, e], dim=1)).view(-1, self.top, 4, 4)
+        for norm, conv in zip(self.norms, self.convs, strict=True):
+            h = conv(F.relu(norm(h, e)))
+        return _crop(torch.tanh(self.to_rgb(h)), self.config)
+
+    def forward(self, z: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.forward_embedded(z, self.embed(cond))
+
+
+class Discriminator(nn.Module):
+    def __init__(self, config: CGANConfig) -> None:
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        in_ch = config.channels
+        for i in range(config.depth):  # padded_size -> 4
+            out_ch = config.d_width * 2**i
+            layers += [spectral_norm(nn.Conv2d(in_ch, out_ch, 4, 2, 1)), nn.LeakyReLU(0.2)]
+            in_ch = out_ch
+        layers += [spectral_norm(nn.Conv2d(in_ch, in_ch, 3, 1, 1)), nn.LeakyReLU(0.2)]
+        self.features = nn.Sequential(*layers)
+        self.feature_dim = in_ch
+        self.psi = spectral_norm(nn.Linear(in_ch, 1))
+        # projection: one embedding table per condition, in feature space
+        self.names = sorted(config.conditions)
+        self.project = nn.ModuleDict({n: spectral_norm(nn.Embedding(config.conditions[n], in_ch))
+                                      for n in self.names})
+
+    def forward(self, x: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        """x: [B, C, H, W] in [-1, 1] -> realness logits [B]"""
+        h = self.features(_pad(x, self.config)).sum(dim=(2, 3))  # [B, feature_dim]
+        out = self.psi(h).squeeze(1)
+        for n in self.names:
+            out = out + (self.project[n](cond[n]) * h).sum(dim=1)
+        return out
+
+
+class CGAN(nn.Module):
+    """The pair plus the EMA generator used for sampling."""
+
+    def __init__(self, config: CGANConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.generator = Generator(config)
+        self.discriminator = Discriminator(config)
+        self.ema = Generator(config)
+        self.ema.load_state_dict(self.generator.state_dict())
+        self.ema.requires_grad_(False)
+
+    @torch.no_grad()
+    def update_ema(self, decay: float) -> None:
+        for ema_p, p in zip(self.ema.parameters(), self.generator.parameters(), strict=True):
+            ema_p.lerp_(p, 1.0 - decay)
+        for ema_b, b in zip(self.ema.buffers(), self.generator.buffers(), strict=True):
+            ema_b.copy_(b)
+
+
+def _pad(x: torch.Tensor, config: CGANConfig) -> torch.Tensor:
+    extra = config.padded_size - config.image_size
+    return F.pad(x, (extra // 2, extra - extra // 2, extra // 2, extra - extra // 2), value=1.0) if extra else x
+
+
+def _crop(x: torch.Tensor, config: CGANConfig) -> torch.Tensor:
+    extra = config.padded_size - config.image_size
+    lo = extra // 2
+    return x[..., lo:lo + config.image_size, lo:lo + config.image_size] if extra else x
+
+
+def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    return -fake_logits.mean()
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1]"""
+    return (images.clamp(-1, 1) + 1.0) / 2.0
+
+
+@torch.no_grad()
+def sample(model: CGAN, cond: dict[str, int], seeds: list[int], *, temperature: float = 1.0,
+           device: torch.device | str = "cpu", **_: Any) -> torch.Tensor:
+    """Images for one condition set, one per seed, from the EMA generator: -> [n, C, H, W] in [0, 1]."""
+    model.eval()
+    z = latent_noise(seeds, model.config.latent_dim, temperature).to(device)
+    c = {k: torch.full((len(seeds),), v, dtype=torch.long, device=device) for k, v in cond.items()}
+    return to_unit(model.ema(z, c)).float().cpu()
+
+
+@torch.no_grad()
+def decode(model: CGAN, z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """Latents and condition embeddings (interpolations) -> images [B, C, H, W] in [0, 1] on the CPU."""
+    model.eval()
+    return to_unit(model.ema.forward_embedded(z, e)).float().cpu()
+
+
+@torch.no_grad()
+def embed(model: CGAN, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model.ema.embed(cond)
+
+
+def to_checkpoint(model: CGAN) -> dict[str, Any]:
+    # Sampling needs only the EMA generator; the full pair lives in the training checkpoint.
+    return {"family": "cgan", "config": asdict(model.config),
+            "state_dict": {k: v.detach().cpu() for k, v in model.ema.state_dict().items()}}
+
+
+def from_checkpoint(checkpoint: dict[str, Any]) -> CGAN:
+    model = CGAN(CGANConfig(**checkpoint["config"]))
+    model.ema.load_state_dict(checkpoint["state_dict"])
+    return model.eval()

