@@ -95,3 +95,39 @@ def trained_model(client: Client, worker: WorkerProcess, fashion_mnist_available
 @pytest.fixture
 def redis_client(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+
+
+CATALOG_SLICE = {"name": "catalog-slice", "classes": ["Jumpsuit", "Rompers", "Tshirts", "Dresses", "Casual Shoes",
+                                                      "Handbags"],
+                 "max_per_class": 40, "min_class_count": 8}
+
+
+@pytest.fixture(scope="session")
+def catalog_available() -> Path:
+    folder = datasets_dir()
+    if folder is None or not (folder / "fashion-product-images-small" / "styles.csv").is_file():
+        pytest.skip("ATELIER_DATASETS/fashion-product-images-small is not available")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def catalog_slice(client: Client, worker: WorkerProcess, catalog_available: Path) -> dict:
+    """A six-class slice of the demo catalog, imported over HTTP once per session."""
+    job = client.submit("import_dataset", CATALOG_SLICE)
+    done = client.wait(job["id"], timeout=240)
+    assert done["status"] == "succeeded", (done, worker.tail())
+    return done
+
+
+@pytest.fixture(scope="session")
+def catalog_models(client: Client, catalog_slice: dict) -> dict[str, str]:
+    """Tiny cvae and cgan trained on the slice (not activated, so they never shadow other tests)."""
+    jobs = {family: client.submit("train", {"family": family, "dataset": "catalog-slice", "preset": "tiny",
+                                            "seed": 4, "activate": "never", "max_train_examples": 240})
+            for family in ("cvae", "cgan")}
+    refs = {}
+    for family, job in jobs.items():
+        done = client.wait(job["id"], timeout=300)
+        assert done["status"] == "succeeded", done
+        refs[family] = done["output"]["model"]
+    return refs

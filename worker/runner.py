@@ -114,8 +114,7 @@ def _execute(ctx: WorkerContext, job: Job, session: JobSession, handler: Handler
         session.finish(JobStatus.CANCELED, progress_message="canceled")
         log.info("job %s canceled", job.id)
     except AtelierError as exc:
-        session.finish(JobStatus.FAILED, error={"code": exc.code, "message": exc.message,
-                                                **({"details": exc.details} if exc.details else {})})
+        session.finish(JobStatus.FAILED, error=exc.to_dict())  # code, message, field, details
         log.info("job %s failed: %s %s", job.id, exc.code, exc.message)
     except SoftTimeLimitExceeded:
         session.finish(JobStatus.FAILED, error={"code": "timeout", "message": "the job ran past its time limit"})

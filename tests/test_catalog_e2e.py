@@ -1,0 +1,182 @@
+"""The catalog path over real HTTP: import a slice of the demo catalog, train tiny cvae and cgan
+models on it, and generate from free text, with hybrids and traversals."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+from PIL import Image
+
+from shared.storage import Storage
+from tests.support import Client
+
+pytestmark = pytest.mark.e2e
+
+
+def run(client: Client, job_type: str, job_input: dict, expect_status: str = "succeeded") -> dict:
+    job = client.submit(job_type, job_input, headers={"Prefer": "wait=60"}, expect=(200, 202))
+    done = client.wait(job["id"], timeout=180)
+    assert done["status"] == expect_status, done
+    return done
+
+
+def image(client: Client, ref: dict) -> Image.Image:
+    return Image.open(io.BytesIO(client.download(ref["url"])))
+
+
+def test_import_reports_counts_and_keeps_rare_classes(client: Client, catalog_slice: dict) -> None:
+    output = catalog_slice["output"]
+    assert output["dataset"] == "catalog-slice" and output["classes"] == 6
+    skipped = output["skipped"]  # the rest of the catalog, counted by reason
+    assert skipped["class_not_requested"] > 20_000 and skipped["outside_scope"] > 2_000
+    assert output["below_minimum"]["classes"] == {}
+    detail = client.http.get(f"{client.base}/v1/datasets/catalog-slice", timeout=10).json()
+    counts = detail["counts"]["articleType"]
+    # the rare classes stay in: 16 jumpsuits and 12 rompers, less one held out each
+    assert counts["Jumpsuit"] == 15 and counts["Rompers"] == 11 and counts["Tshirts"] == 36
+    assert detail["image_size"] == 64 and detail["channels"] == 3
+    listed = client.http.get(f"{client.base}/v1/datasets", timeout=10).json()["datasets"]
+    assert "catalog-slice" in {d["name"] for d in listed}
+
+
+def test_models_list_their_vocabulary_with_counts(client: Client, catalog_models: dict[str, str]) -> None:
+    models = {m["ref"]: m for m in client.http.get(f"{client.base}/v1/models", timeout=10).json()["models"]}
+    for ref in catalog_models.values():
+        model = models[ref]
+        assert model["dataset"] == "catalog-slice" and not model["active"]
+        assert "Jumpsuit" in model["vocabulary"]["articleType"] and "Black" in model["vocabulary"]["baseColour"]
+        assert model["counts"]["articleType"]["Jumpsuit"] == 15
+        assert model["roles"] == {"type": "articleType", "colour": "baseColour"}
+
+
+@pytest.mark.parametrize("family", ["cvae", "cgan"])
+def test_generate_from_a_prompt(client: Client, catalog_models: dict[str, str], family: str) -> None:
+    done = run(client, "generate_images", {"prompt": "black short sleeve jumpsuit", "n": 3, "seed": 5,
+                                           "model": catalog_models[family]})
+    output = done["output"]
+    assert output["interpreted"]["articleType"]["value"] == "Jumpsuit"
+    assert output["interpreted"]["baseColour"]["value"] == "Black"
+    assert output["interpreted"]["unmapped"] == ["short sleeve"]
+    assert output["conditions"] == {"articleType": "Jumpsuit", "baseColour": "Black"}
+    for ref in output["images"]:
+        img = image(client, ref)
+        assert img.size == (64, 64) and img.mode == "RGB"
+    # same seed, same model: the same bytes
+    again = run(client, "generate_images", {"conditions": {"articleType": "Jumpsuit", "baseColour": "Black"},
+                                            "n": 3, "seed": 5, "model": catalog_models[family]})
+    assert [client.download(i["url"]) for i in again["output"]["images"]] == \
+           [client.download(i["url"]) for i in output["images"]]
+
+
+def test_dry_run_only_interprets(client: Client, catalog_models: dict[str, str], storage: Storage) -> None:
+    done = run(client, "generate_images", {"prompt": "navy tee", "dry_run": True, "model": catalog_models["cvae"]})
+    output = done["output"]
+    assert output["dry_run"] and "images" not in output
+    assert output["interpreted"]["articleType"] == {"value": "Tshirts", "confidence": 0.95, "matched": "tee",
+                                                    "how": "synonym"}
+    assert not list(storage.list(f"jobs/{done['id']}/images/"))
+
+
+def test_prompt_not_understood_names_the_closest_classes(client: Client, catalog_models: dict[str, str]) -> None:
+    done = run(client, "generate_images", {"prompt": "a spaceship", "model": catalog_models["cvae"]},
+               expect_status="failed")
+    error = done["error"]
+    assert error["code"] == "prompt_not_understood" and error["field"] == "input.prompt"
+    assert len(error["details"]["closest"]) == 3 and "closest" in error["message"]
+    approx = run(client, "generate_images", {"prompt": "a spaceship", "n": 1, "allow_approximate": True,
+                                             "model": catalog_models["cvae"]})
+    assert approx["output"]["interpreted"]["approximate"] is True
+
+
+def test_class_mean_sampling(client: Client, catalog_models: dict[str, str]) -> None:
+    done = run(client, "generate_images", {"conditions": {"articleType": "Dresses", "baseColour": "Black"}, "n": 2,
+                                           "sampling": {"mode": "class_mean", "spread": 0.0},
+                                           "model": catalog_models["cvae"]})
+    first, second = (client.download(i["url"]) for i in done["output"]["images"])
+    assert first == second  # no spread: both are the class mean itself
+    refused = client.http.post(f"{client.base}/v1/jobs", json={"type": "generate_images", "input": {
+        "conditions": {"articleType": "Dresses", "baseColour": "Black"}, "sampling": {"mode": "class_mean"},
+        "model": catalog_models["cgan"]}}, timeout=10)
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "input.sampling.mode"
+
+
+def test_hybrid_between_two_catalog_items(client: Client, catalog_models: dict[str, str],
+                                          catalog_slice: dict, storage: Storage) -> None:
+    index = storage.get_json("datasets/catalog-slice/index.json")
+    jumpsuit = next(i["id"] for i in index if i["type"] == "Jumpsuit")
+    dress = next(i["id"] for i in index if i["type"] == "Dresses")
+    done = run(client, "hybrid", {"a": {"item": jumpsuit}, "b": {"item": dress}, "steps": 5,
+                                  "model": catalog_models["cvae"]})
+    output = done["output"]
+    assert len(output["frames"]) == 5 and output["t"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert output["a"]["conditions"]["articleType"] == "Jumpsuit" and output["a"]["item"] == jumpsuit
+    strip = image(client, output["sheet"])
+    assert strip.size[0] > 7 * 64 and strip.size[1] < 2 * 64  # 5 frames plus the two real photos, one row
+    mixed = run(client, "hybrid", {"a": {"item": jumpsuit}, "b": {"item": dress}, "mode": "style_mix",
+                                   "model": catalog_models["cvae"]})
+    assert len(mixed["output"]["frames"]) == 4
+
+
+def test_hybrid_between_classes_with_a_gan(client: Client, catalog_models: dict[str, str]) -> None:
+    done = run(client, "hybrid", {"a": {"prompt": "black jumpsuit"}, "b": {"conditions": {
+        "articleType": "Dresses", "baseColour": "White"}}, "steps": 4, "model": catalog_models["cgan"]})
+    assert len(done["output"]["frames"]) == 4
+    assert done["output"]["a"]["interpreted"]["articleType"]["value"] == "Jumpsuit"
+    refused = client.http.post(f"{client.base}/v1/jobs", json={"type": "hybrid", "input": {
+        "a": {"item": "123"}, "b": {"item": "456"}, "model": catalog_models["cgan"]}}, timeout=10)
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "input.a.item"
+
+
+def test_traversal_grid(client: Client, catalog_models: dict[str, str]) -> None:
+    done = run(client, "traverse", {"start": {"conditions": {"articleType": "Tshirts", "baseColour": "Blue"}},
+                                    "dims": [0, 5, 7], "steps": 5, "span": 2.0, "model": catalog_models["cvae"]})
+    output = done["output"]
+    assert output["dims"] == [0, 5, 7] and output["values"] == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    grid = image(client, output["grid"])
+    assert grid.size[0] > 5 * 64 and 3 * 64 < grid.size[1] < 4 * 64
+    default = run(client, "traverse", {"start": {"prompt": "blue tee"}, "model": catalog_models["cvae"]})
+    assert len(default["output"]["dims"]) == 8  # the most active dimensions
+    bad = run(client, "traverse", {"start": {"prompt": "blue tee"}, "dims": [1000], "model": catalog_models["cvae"]},
+              expect_status="failed")
+    assert bad["error"]["field"] == "input.dims"
+
+
+def test_upload_a_merchandisers_catalog(client: Client, worker, tmp_path) -> None:
+    """A CSV with its own column names and a zip with one unreadable image and one missing."""
+    rows = ["sku,kind,color,name"]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(24):
+            kind, colour = ("Tops", "Red") if i % 2 else ("Skirts", "Black")
+            rows.append(f"A{i},{kind},{colour},Item {i}")
+            if i == 3:
+                zf.writestr(f"photos/A{i}.jpg", b"not a jpeg")
+                continue
+            if i == 5:
+                continue  # no image at all
+            buffer = io.BytesIO()
+            Image.new("RGB", (60, 80), (200, 10 * i, 30)).save(buffer, "JPEG")
+            zf.writestr(f"photos/A{i}.jpg", buffer.getvalue())
+    files = {"csv_file": ("mine.csv", "\n".join(rows).encode(), "text/csv"),
+             "images": ("photos.zip", archive.getvalue(), "application/zip")}
+    form = {"name": "my-catalog", "id_column": "sku", "type_column": "kind", "colour_column": "color",
+            "title_column": "name"}
+    response = client.http.post(f"{client.base}/v1/datasets", data=form, files=files, timeout=30)
+    assert response.status_code == 202, response.text
+    done = client.wait(response.json()["id"], timeout=120)
+    assert done["status"] == "succeeded", done
+    output = done["output"]
+    assert output["skipped"] == {"unreadable_image": 1, "missing_image": 1}
+    assert output["sizes"]["train"] + output["sizes"]["test"] == 22
+
+    bad_column = client.http.post(f"{client.base}/v1/datasets", data={**form, "type_column": "category"},
+                                  files=files, timeout=30)
+    assert bad_column.status_code == 422 and bad_column.json()["error"]["field"] == "type_column"
+    not_zip = client.http.post(f"{client.base}/v1/datasets", data=form, timeout=30,
+                               files={**files, "images": ("x.zip", b"PK nope", "application/zip")})
+    assert not_zip.status_code == 422 and not_zip.json()["error"]["field"] == "images"
+    unknown = client.http.post(f"{client.base}/v1/jobs", json={"type": "train", "input": {
+        "family": "cvae", "dataset": "never-imported"}}, timeout=10)
+    assert unknown.status_code == 422 and unknown.json()["error"]["field"] == "input.dataset"
