@@ -122,3 +122,19 @@ def test_stratified_head_covers_every_class() -> None:
     split = toy_split(300, classes=3)
     head = split.stratified_head(6, "class")
     assert len(head) == 6 and sorted(set(head.conditions["class"].tolist())) == [0, 1, 2]
+
+
+def test_class_means_are_fitted_and_sampled() -> None:
+    train = toy_split(96)
+    params = TrainParams(epochs=1, batch_size=32, learning_rate=2e-3, seed=0)
+    model = train_cvae(small_config(), params, train, toy_split(32, seed=1), device=CPU,
+                       progress=lambda *_: None, should_stop=lambda: False).model
+    assert model.class_means.shape == (3, 128) and model.class_means.abs().sum() > 0
+    assert model.latent_std.shape == (128,) and (model.latent_std > 0).any()
+    at_mean = cvae.sample(model, {"class": 1}, [1, 2], mode="class_mean", spread=0.0)
+    assert torch.equal(at_mean[0], at_mean[1])  # no spread: the mean itself
+    spread = cvae.sample(model, {"class": 1}, [1, 2], mode="class_mean", spread=1.0)
+    assert not torch.equal(spread[0], spread[1])
+    # the statistics travel with the checkpoint
+    restored = cvae.from_checkpoint(cvae.to_checkpoint(model))
+    assert torch.equal(restored.class_means, model.class_means)

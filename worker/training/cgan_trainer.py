@@ -111,7 +111,9 @@ def train_cgan(config: CGANConfig, params: TrainParams, train: ImageSplit, test:
             g_opt.zero_grad(set_to_none=True)
             g_loss.backward()
             g_opt.step()
-            model.update_ema(EMA_DECAY if epoch * steps_per_epoch + step > 100 else 0.0)
+            # Warm-up so early EMA weights are not dominated by the random initialisation.
+            step_no = epoch * steps_per_epoch + step
+            model.update_ema(min(EMA_DECAY, (1 + step_no) / (10 + step_no)))
 
             sums["d_loss"] += d_loss.item() * b
             sums["g_loss"] += g_loss.item() * b

@@ -1,0 +1,137 @@
+"""The multi-conditional GAN and its training loop as plain functions (no servers)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from shared.errors import JobCanceled
+from worker.datasets.base import ImageSplit
+from worker.models import cgan
+from worker.training.cgan_trainer import train_cgan, translate
+from worker.training.common import TrainParams
+
+CPU = torch.device("cpu")
+
+
+def toy_split(n: int = 64, size: int = 16, seed: int = 0) -> ImageSplit:
+    """Type sets where a block sits, colour sets its colour."""
+    rng = np.random.default_rng(seed)
+    kinds, colours = rng.integers(0, 2, n), rng.integers(0, 3, n)
+    images = np.full((n, size, size, 3), 255, dtype=np.uint8)
+    palette = np.array([[0, 0, 0], [200, 0, 0], [0, 0, 200]], dtype=np.uint8)
+    for i in range(n):
+        top = 2 if kinds[i] == 0 else size // 2
+        images[i, top:top + 5, 3:-3] = palette[colours[i]]
+    return ImageSplit(images, {"articleType": kinds.astype(np.int64), "baseColour": colours.astype(np.int64)})
+
+
+def config(**kwargs: object) -> cgan.CGANConfig:
+    return cgan.CGANConfig(image_size=16, conditions={"articleType": 2, "baseColour": 3}, g_width=8, d_width=8,
+                           embed_dim=4, latent_dim=16, **kwargs)
+
+
+def params(epochs: int = 2) -> TrainParams:
+    return TrainParams(epochs=epochs, batch_size=16, learning_rate=2e-4, seed=3)
+
+
+@pytest.mark.parametrize(("size", "channels"), [(28, 1), (64, 3)])
+def test_shapes_and_range(size: int, channels: int) -> None:
+    model = cgan.CGAN(cgan.CGANConfig(image_size=size, channels=channels, g_width=8, d_width=8, embed_dim=4))
+    cond = {"articleType": torch.tensor([0, 9]), "baseColour": torch.tensor([3, 1])}
+    fake = model.generator(torch.randn(2, 128), cond)
+    assert fake.shape == (2, channels, size, size) and fake.abs().max() <= 1
+    assert model.discriminator(fake, cond).shape == (2,)
+    images = cgan.sample(model, {"articleType": 1, "baseColour": 2}, [1, 2, 3])
+    assert images.shape == (3, channels, size, size) and 0 <= images.min() and images.max() <= 1
+
+
+def test_projection_discriminator_uses_each_condition() -> None:
+    torch.manual_seed(0)
+    model = cgan.CGAN(config())
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    base = model.discriminator(x, {"articleType": torch.tensor([0]), "baseColour": torch.tensor([0])})
+    other_type = model.discriminator(x, {"articleType": torch.tensor([1]), "baseColour": torch.tensor([0])})
+    other_colour = model.discriminator(x, {"articleType": torch.tensor([0]), "baseColour": torch.tensor([2])})
+    assert not torch.allclose(base, other_type) and not torch.allclose(base, other_colour)
+
+
+def test_discriminator_layers_are_spectrally_normalized() -> None:
+    model = cgan.CGAN(config())
+    convs = [m for m in model.discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(hasattr(m, "parametrizations") for m in convs)
+    model.discriminator.train()
+    for _ in range(20):  # power iteration converges: largest singular value ~ 1
+        model.discriminator(torch.randn(4, 3, 16, 16), {"articleType": torch.zeros(4, dtype=torch.long),
+                                                        "baseColour": torch.zeros(4, dtype=torch.long)})
+    weight = convs[0].weight.flatten(1)
+    assert torch.linalg.matrix_norm(weight, ord=2).item() == pytest.approx(1.0, abs=0.1)
+
+
+def test_hinge_losses() -> None:
+    assert cgan.hinge_d_loss(torch.tensor([2.0]), torch.tensor([-2.0])).item() == 0.0  # confident and right
+    assert cgan.hinge_d_loss(torch.tensor([0.0]), torch.tensor([0.0])).item() == 2.0
+    assert cgan.hinge_g_loss(torch.tensor([1.5])).item() == -1.5
+
+
+def test_translation_keeps_shape_and_is_seeded() -> None:
+    x = torch.rand(4, 3, 16, 16)
+    a = translate(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, translate(x, torch.Generator().manual_seed(1)))
+    assert not torch.equal(a, x)
+
+
+def test_training_runs_updates_the_ema_and_is_deterministic() -> None:
+    run = [train_cgan(config(), params(), toy_split(), toy_split(16, seed=1), device=CPU, progress=lambda *_: None,
+                      should_stop=lambda: False) for _ in range(2)]
+    history = run[0].history
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert all(np.isfinite(row["d_loss"]) and np.isfinite(row["g_loss"]) for row in history)
+    model = run[0].model
+    ema = dict(model.ema.named_parameters())
+    assert any(not torch.equal(p, ema[name]) for name, p in model.generator.named_parameters())
+    assert torch.equal(cgan.sample(model, {"articleType": 0, "baseColour": 1}, [7]),
+                       cgan.sample(run[1].model, {"articleType": 0, "baseColour": 1}, [7]))
+
+
+class MemoryCheckpoint:
+    def __init__(self) -> None:
+        self.state: dict | None = None
+
+    def load(self) -> dict | None:
+        return self.state
+
+    def save(self, state: dict) -> None:
+        self.state = copy.deepcopy(state)  # as serialising would: later steps must not change it
+
+
+def test_resume_from_a_checkpoint_matches_an_uninterrupted_run() -> None:
+    whole = train_cgan(config(), params(3), toy_split(), toy_split(16, seed=1), device=CPU,
+                       progress=lambda *_: None, should_stop=lambda: False)
+    checkpoint, calls = MemoryCheckpoint(), {"n": 0}
+
+    def stop_in_epoch_two() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 6  # 4 batches per epoch: stop during the second
+
+    with pytest.raises(JobCanceled):
+        train_cgan(config(), params(3), toy_split(), toy_split(16, seed=1), device=CPU, progress=lambda *_: None,
+                   should_stop=stop_in_epoch_two, checkpoint=checkpoint)
+    assert len(checkpoint.state["history"]) == 1
+    resumed = train_cgan(config(), params(3), toy_split(), toy_split(16, seed=1), device=CPU,
+                         progress=lambda *_: None, should_stop=lambda: False, checkpoint=checkpoint)
+    assert resumed.resumed_from_epoch == 1
+    assert resumed.history[-1]["d_loss"] == pytest.approx(whole.history[-1]["d_loss"], rel=1e-4)
+    assert torch.allclose(cgan.sample(resumed.model, {"articleType": 1, "baseColour": 0}, [3]),
+                          cgan.sample(whole.model, {"articleType": 1, "baseColour": 0}, [3]), atol=1e-5)
+
+
+def test_checkpoint_round_trip_keeps_the_sampler() -> None:
+    model = train_cgan(config(), params(1), toy_split(), toy_split(16, seed=1), device=CPU,
+                       progress=lambda *_: None, should_stop=lambda: False).model
+    restored = cgan.from_checkpoint(cgan.to_checkpoint(model))
+    assert torch.equal(cgan.sample(model, {"articleType": 1, "baseColour": 2}, [5]),
+                       cgan.sample(restored, {"articleType": 1, "baseColour": 2}, [5]))
