@@ -14,7 +14,6 @@ others are reported as unmapped modifiers; the first colour wins the same way.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 
 TYPE_THRESHOLD = 0.5  # cosine below which the product type is "not understood"
 COLOUR_EMBED_THRESHOLD = 0.75  # a single word must be this close to a colour to count as one
-FUZZY_CUTOFF = 0.8
+FUZZY_MIN_LEN = 4  # shorter words are too easy to misread as another word
 MAX_PHRASE = 3
 CONFIDENCE = {"exact": 1.0, "synonym": 0.95}
 
@@ -168,8 +167,11 @@ class PromptInterpreter:
         words = normalize(prompt)
         used = [False] * len(words)
         details = _reserve_details(words, used)
-        colours = _lexical(words, used, vocab.colour_lookup, vocab.colour_how, min_fuzzy_len=4)
-        types = _lexical(words, used, vocab.type_lookup, vocab.type_how, min_fuzzy_len=4)
+        # Exact phrases of both kinds before any spelling guess, so "sandals" is never read as "sand".
+        colours = _exact(words, used, vocab.colour_lookup, vocab.colour_how)
+        types = _exact(words, used, vocab.type_lookup, vocab.type_how)
+        types = sorted(types + _spelling(words, used, vocab.type_lookup), key=lambda m: m.start)
+        colours = sorted(colours + _spelling(words, used, vocab.colour_lookup), key=lambda m: m.start)
         closest: list[dict[str, Any]] = []
         if not colours and vocab.colour_embeddings is not None:
             colours = self._embedded_colour(words, used, vocab)
@@ -177,7 +179,8 @@ class PromptInterpreter:
             best, closest = self._embedded_type(words, used, vocab)
             types = [best] if best else []
         kind = _head(types, words)
-        colour = colours[0] if colours else None
+        # The first colour named wins, but a word that is a colour beats a guessed spelling.
+        colour = next((m for m in colours if m.how != "spelling"), colours[0] if colours else None)
         leftovers = {i for m in types + colours[1:] if m is not kind for i in range(m.start, m.end)} | details
         for i in leftovers:
             used[i] = False
@@ -224,34 +227,61 @@ class PromptInterpreter:
         return [Match(vocab.colours[int(np.argmax(sims[best]))], score, words[i], "similarity", i, i + 1)]
 
 
-def _lexical(words: list[str], used: list[bool], lookup: dict[str, str], how: dict[str, str], *,
-             min_fuzzy_len: int) -> list[Match]:
-    """Exact and synonym phrases (longest first), then close spellings of single words and of two
-    words run together; marks the words it takes as used. Matches come back in prompt order."""
+def _exact(words: list[str], used: list[bool], lookup: dict[str, str], how: dict[str, str]) -> list[Match]:
+    """Phrases that are a vocabulary value or a listed synonym, longest first, also with their words
+    run together ("flip flops" / "flipflops"); marks the words it takes as used."""
     found: list[Match] = []
     for n in range(MAX_PHRASE, 0, -1):
         for start in range(0, len(words) - n + 1):
             if any(used[start:start + n]):
                 continue
             phrase = key(words[start:start + n])
-            glued = key(["".join(words[start:start + n])]) if n > 1 else phrase
-            hit = lookup.get(phrase) or lookup.get(glued)
+            glued = key(["".join(words[start:start + n])])
+            hit = phrase if phrase in lookup else glued if glued in lookup else None
             if hit:
-                found.append(Match(hit, CONFIDENCE[how.get(phrase, how.get(glued, "synonym"))],
-                                   " ".join(words[start:start + n]), how.get(phrase, how.get(glued, "synonym")),
+                found.append(Match(lookup[hit], CONFIDENCE[how[hit]], " ".join(words[start:start + n]), how[hit],
                                    start, start + n))
                 for i in range(start, start + n):
                     used[i] = True
-    keys = [k for k in lookup if len(k) >= min_fuzzy_len]
+    return found
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions and adjacent
+    transpositions ("blakc" -> "black" is one edit)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[-1]
+
+
+def _spelling(words: list[str], used: list[bool], lookup: dict[str, str]) -> list[Match]:
+    """Single words one edit away from a known phrase (two for words longer than six letters):
+    typos such as "jumsuit" or "burgandy", but not "sandals" -> "sand" or "skinny" -> "skin"."""
+    found: list[Match] = []
+    keys = [k for k in lookup if len(k) >= FUZZY_MIN_LEN]
     for start, word in enumerate(words):
-        if used[start] or len(word) < min_fuzzy_len or word in STOPWORDS or word.isdigit():
+        if used[start] or len(word) < FUZZY_MIN_LEN or word in STOPWORDS or word.isdigit():
             continue
-        close = difflib.get_close_matches(singular(word), keys, n=1, cutoff=FUZZY_CUTOFF)
-        if close:
-            ratio = difflib.SequenceMatcher(None, singular(word), close[0]).ratio()
-            found.append(Match(lookup[close[0]], 0.95 * ratio, word, "spelling", start, start + 1))
+        allowed = 1 if len(word) <= 6 else 2
+        best: tuple[int, str] | None = None
+        for candidate in keys:
+            if abs(len(candidate) - len(word)) > allowed:
+                continue
+            d = min(edit_distance(word, candidate), edit_distance(singular(word), candidate))
+            if d <= allowed and (best is None or d < best[0]):
+                best = (d, candidate)
+        if best:
+            confidence = 0.95 * (1 - best[0] / max(len(best[1]), 1))
+            found.append(Match(lookup[best[1]], confidence, word, "spelling", start, start + 1))
             used[start] = True
-    return sorted(found, key=lambda m: m.start)
+    return found
 
 
 def _reserve_details(words: list[str], used: list[bool]) -> set[int]:
