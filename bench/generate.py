@@ -1,0 +1,120 @@
+"""End-to-end latency of `generate_images` with a warm worker, next to the bare generator forward
+time measured in the same run: the gap is the service's overhead (queueing, PNG encoding, uploads,
+the manifest, status polling).
+
+It starts its own Valkey, SeaweedFS, API and one Celery worker, imports a slice of the demo catalog,
+and trains one `cpu`-preset model per family for a single short epoch (the weights' quality does
+not matter for timing, their size does).
+
+    .venv/bin/python -m bench.generate [--repeats 10] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from deploy.local.servers import LocalStack
+from shared.registry import model_prefix, parse_ref
+from shared.storage import Storage
+from tests.support import ApiServer, Client, WorkerProcess, datasets_dir, settings_from, stack_env
+from worker.models import FAMILIES
+
+SLICE = {"name": "bench-slice", "classes": ["Jumpsuit", "Tshirts", "Dresses", "Casual Shoes"], "max_per_class": 30}
+COND = {"articleType": "Dresses", "baseColour": "Black"}
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def forward_ms(storage: Storage, ref: str, cond: dict[str, str], n: int, repeats: int, device: str) -> float:
+    """The bare sampler: latent noise -> decoder/generator -> [0, 1] tensor on the CPU."""
+    family, version = parse_ref(ref)
+    blob = storage.get(model_prefix(family, version) + "model.pt")
+    model = FAMILIES[family].from_checkpoint(torch.load(io.BytesIO(blob), weights_only=True)).to(device)
+    meta = storage.get_json(model_prefix(family, version) + "model.json")
+    index = {k: meta["vocabulary"][k].index(v) for k, v in cond.items()}
+    FAMILIES[family].sample(model, index, list(range(n)), device=device)  # warm-up
+    times = []
+    for r in range(repeats):
+        started = time.perf_counter()
+        FAMILIES[family].sample(model, index, [r * 1000 + i for i in range(n)], device=device)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - started) * 1000)
+    return p50(times)
+
+
+def end_to_end_ms(client: Client, ref: str, n: int, repeats: int) -> tuple[float, float, float]:
+    """(client-observed p50, p95, worker run time p50) for submit -> succeeded with Prefer: wait."""
+    observed, run = [], []
+    for r in range(repeats + 2):
+        started = time.perf_counter()
+        job = client.submit("generate_images", {"conditions": COND, "n": n, "seed": r, "model": ref},
+                            headers={"Prefer": "wait=60"}, expect=(200, 202))
+        if job["status"] != "succeeded":
+            job = client.wait(job["id"])
+        elapsed = (time.perf_counter() - started) * 1000
+        assert job["status"] == "succeeded", job
+        if r >= 2:  # the first two warm the model cache and the connections
+            observed.append(elapsed)
+            from datetime import datetime
+            run.append((datetime.fromisoformat(job["finished_at"]) -
+                        datetime.fromisoformat(job["started_at"])).total_seconds() * 1000)
+    observed.sort()
+    return p50(observed), observed[int(0.95 * (len(observed) - 1))], p50(run)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    if datasets_dir() is None:
+        raise SystemExit("set ATELIER_DATASETS to the demo data folder")
+
+    with tempfile.TemporaryDirectory(prefix="atelier-bench-") as tmp:
+        root = Path(tmp)
+        stack = LocalStack(root / "servers").start()
+        env = stack_env(stack, root, LOG_LEVEL="WARNING", ATELIER_DEVICE=args.device)
+        settings = settings_from(env)
+        api = ApiServer(settings).start()
+        worker = WorkerProcess(env, root / "worker.log").start()
+        client, storage = Client(api.url), Storage(settings)
+        try:
+            done = client.wait(client.submit("import_dataset", SLICE)["id"], timeout=300)
+            assert done["status"] == "succeeded", done
+            refs = {}
+            for family in ("cvae", "cgan"):
+                job = client.submit("train", {"family": family, "dataset": SLICE["name"], "preset": "cpu",
+                                              "epochs": 1, "max_train_examples": 64, "seed": 1})
+                done = client.wait(job["id"], timeout=900)
+                assert done["status"] == "succeeded", (done, worker.tail())
+                refs[family] = done["output"]["model"]
+            print(f"machine: {platform.node()} ({platform.processor() or platform.machine()}), "
+                  f"{torch.get_num_threads()} torch threads, device {args.device}; {args.repeats} timed jobs each\n")
+            print("| model (cpu preset) | n | end-to-end p50 | p95 | worker run p50 | forward p50 | "
+                  "end-to-end / forward |")
+            print("|---|---|---|---|---|---|---|")
+            for family, ref in refs.items():
+                for n in (8, 64):
+                    e2e, e2e95, run = end_to_end_ms(client, ref, n, args.repeats)
+                    fwd = forward_ms(storage, ref, COND, n, args.repeats, args.device)
+                    print(f"| {family} | {n} | {e2e:.0f} ms | {e2e95:.0f} ms | {run:.0f} ms | {fwd:.1f} ms | "
+                          f"{e2e / fwd:.1f}x |")
+        finally:
+            worker.stop()
+            api.stop()
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()
