@@ -17,6 +17,7 @@ import platform
 import statistics
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -66,7 +67,6 @@ def end_to_end_ms(client: Client, ref: str, n: int, repeats: int) -> tuple[float
         assert job["status"] == "succeeded", job
         if r >= 2:  # the first two warm the model cache and the connections
             observed.append(elapsed)
-            from datetime import datetime
             run.append((datetime.fromisoformat(job["finished_at"]) -
                         datetime.fromisoformat(job["started_at"])).total_seconds() * 1000)
     observed.sort()

@@ -16,7 +16,7 @@ import pytest
 
 from deploy.local.servers import LocalStack
 from shared.storage import Storage
-from tests.support import REPO, ApiServer, Client, WorkerProcess, settings_from, stack_env
+from tests.support import REPO, ApiServer, Client, WorkerProcess, datasets_dir, settings_from, stack_env
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
@@ -75,9 +75,23 @@ def running_epoch(client: Client, job_id: str, attempts: int, epoch: int = 2) ->
                            and f"epoch {epoch}/" in j["progress"]["message"], timeout=120)
 
 
-def test_kill_child_mid_training_resumes_from_checkpoint(fault_client: Client, start_worker, fault_env: dict) -> None:
-    worker = start_worker("kill-child")
-    job = fault_client.submit("train", LONG_TRAIN)
+def gan_on_catalog(client: Client) -> dict:
+    """A tiny cGAN job on a catalog slice, long enough to be killed in its second epoch."""
+    done = client.wait(client.submit("import_dataset", {
+        "name": "fault-slice", "classes": ["Tshirts", "Shirts", "Casual Shoes", "Handbags", "Watches", "Tops"],
+        "max_per_class": 120})["id"], timeout=240)
+    assert done["status"] == "succeeded", done
+    return {"family": "cgan", "dataset": "fault-slice", "preset": "tiny", "epochs": 3, "max_train_examples": 640,
+            "seed": 5}
+
+
+@pytest.mark.parametrize("family", ["cvae", "cgan"])
+def test_kill_child_mid_training_resumes_from_checkpoint(fault_client: Client, start_worker, fault_env: dict,
+                                                         family: str) -> None:
+    if family == "cgan" and not (datasets_dir() and (datasets_dir() / "fashion-product-images-small").is_dir()):
+        pytest.skip("ATELIER_DATASETS/fashion-product-images-small is not available")
+    worker = start_worker(f"kill-child-{family}")
+    job = fault_client.submit("train", LONG_TRAIN if family == "cvae" else gan_on_catalog(fault_client))
     running_epoch(fault_client, job["id"], attempts=1)
     worker.kill_child()
     done = fault_client.wait(job["id"], timeout=180)
