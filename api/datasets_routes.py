@@ -19,7 +19,10 @@ from shared.errors import NotFound, ValidationFailed
 from shared.schemas import (
     CatalogColumnsInput,
     ColumnName,
+    DatasetDetail,
+    DatasetList,
     DatasetName,
+    DatasetSummary,
     ErrorResponse,
     ImportDatasetInput,
     ImportDatasetJobRequest,
@@ -108,15 +111,13 @@ def upload_dataset(form: DatasetUpload) -> Response:
     return submit(ImportDatasetJobRequest(type="import_dataset", input=spec))
 
 
-def _summary(meta: dict) -> dict:
-    keep = ("name", "format", "imported_at", "sizes", "roles", "image_size", "channels", "rows", "skipped",
-            "below_minimum", "source")
-    out = {k: meta.get(k) for k in keep if k in meta}
-    out["classes"] = {k: len(v) for k, v in meta.get("vocabulary", {}).items()}
-    return out
+def _summary(meta: dict, model: type[DatasetSummary] = DatasetSummary) -> dict:
+    fields = {k: meta[k] for k in model.model_fields if k in meta and k != "classes"}
+    classes = {k: len(v) for k, v in meta.get("vocabulary", {}).items()}
+    return model(**fields, classes=classes).model_dump(mode="json")
 
 
-@datasets_bp.get("", responses={"200": None})
+@datasets_bp.get("", responses={"200": DatasetList})
 def list_datasets() -> Response:
     """Imported datasets with their sizes and class counts."""
     storage = services().storage
@@ -124,7 +125,7 @@ def list_datasets() -> Response:
     return jsonify(datasets=[_summary(storage.get_json(f"datasets/{n}/meta.json")) for n in names])
 
 
-@datasets_bp.get("/<name>", responses={"200": None})
+@datasets_bp.get("/<name>", responses={"200": DatasetDetail})
 def get_dataset(path: DatasetPath) -> Response:
     """One dataset: vocabulary with training counts per value, skipped rows by reason, and the classes
     below the training minimum."""
@@ -132,6 +133,4 @@ def get_dataset(path: DatasetPath) -> Response:
     key = f"datasets/{path.name}/meta.json"
     if not storage.exists(key):
         raise NotFound(f"no dataset {path.name}", field="name")
-    meta = storage.get_json(key)
-    return jsonify({**_summary(meta), "vocabulary": meta.get("vocabulary"), "counts": meta.get("counts"),
-                    "skipped_examples": meta.get("skipped_examples")})
+    return jsonify(_summary(storage.get_json(key), DatasetDetail))

@@ -342,6 +342,31 @@ class ModelList(BaseModel):
     models: list[ModelVersion]
 
 
+class DatasetSummary(BaseModel):
+    name: str
+    format: str | None = None
+    imported_at: datetime | None = None
+    sizes: dict[str, int] = Field(default_factory=dict, description="images in the train and test splits")
+    classes: dict[str, int] = Field(default_factory=dict, description="number of values per condition")
+    roles: dict[str, str] | None = None
+    image_size: int | None = None
+    channels: int | None = None
+    rows: int | None = Field(None, description="rows read from the source CSV")
+    skipped: dict[str, int] | None = Field(None, description="rows left out, by reason")
+    below_minimum: dict[str, Any] | None = Field(None, description="classes with too few images to train on")
+    source: str | None = None
+
+
+class DatasetDetail(DatasetSummary):
+    vocabulary: dict[str, list[str]] = Field(default_factory=dict)
+    counts: dict[str, dict[str, int]] | None = Field(None, description="training images per condition value")
+    skipped_examples: dict[str, list[str]] | None = Field(None, description="up to 10 item ids per reason")
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetSummary]
+
+
 class Health(BaseModel):
     status: str
 
