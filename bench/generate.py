@@ -110,6 +110,17 @@ def main() -> None:
                     fwd = forward_ms(storage, ref, COND, n, args.repeats, args.device)
                     print(f"| {family} | {n} | {e2e:.0f} ms | {e2e95:.0f} ms | {run:.0f} ms | {fwd:.1f} ms | "
                           f"{e2e / fwd:.1f}x |")
+            dry = []
+            for r in range(args.repeats + 2):
+                started = time.perf_counter()
+                job = client.submit("generate_images", {"prompt": f"black jumpsuit {r}", "dry_run": True,
+                                                        "model": refs["cvae"]}, headers={"Prefer": "wait=60"})
+                assert job["status"] == "succeeded", job
+                if r >= 2:
+                    dry.append((time.perf_counter() - started) * 1000)
+            dry.sort()
+            print(f"\nprompt dry_run end-to-end (warm worker): p50 {p50(dry):.0f} ms, "
+                  f"p95 {dry[int(0.95 * (len(dry) - 1))]:.0f} ms")
         finally:
             worker.stop()
             api.stop()

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     batch_time_limit_s: int = Field(3 * 3600, validation_alias=_env("ATELIER_BATCH_TIME_LIMIT_SECONDS"))
     device: Literal["auto", "cpu", "cuda"] = Field("auto", validation_alias=_env("ATELIER_DEVICE"))
     model_cache_size: int = Field(4, ge=1, validation_alias=_env("ATELIER_MODEL_CACHE_SIZE"))
+    preload_interpreter: bool = Field(True, validation_alias=_env("ATELIER_PRELOAD_INTERPRETER"),
+                                      description="load the prompt interpreter when a worker process starts")
     upload_concurrency: int = Field(16, ge=1, le=128, validation_alias=_env("ATELIER_UPLOAD_CONCURRENCY"))
 
     # --- data ---------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ LONG_TRAIN = {"family": "cvae", "dataset": "fashion-mnist", "preset": "tiny", "e
 def fault_env(tmp_path_factory: pytest.TempPathFactory, fashion_mnist_available: Path) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("faults")
     stack = LocalStack(root / "servers").start()
-    env = stack_env(stack, root)
+    env = stack_env(stack, root, ATELIER_PRELOAD_INTERPRETER="false")  # workers here never read prompts
     env["_root"] = str(root)
     yield env
     stack.stop()

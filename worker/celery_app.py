@@ -4,6 +4,7 @@ and the beat schedule. `create_worker_app(settings)` builds it; `worker.main` is
 from __future__ import annotations
 
 import logging
+import threading
 
 from celery import Celery, Task
 from celery.signals import worker_process_init
@@ -58,5 +59,8 @@ def create_worker_app(settings: Settings) -> Celery:
     @worker_process_init.connect(weak=False)
     def _child_init(**_: object) -> None:
         configure_logging(settings)  # each pool child logs the same way as the parent
+        if settings.preload_interpreter:
+            # ~10 s on 2 cores; loading in the background keeps the first prompt job from paying it.
+            threading.Thread(target=lambda: ctx.interpreter, name="preload-interpreter", daemon=True).start()
 
     return app
