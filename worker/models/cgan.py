@@ -4,7 +4,8 @@ discriminator conditioned on several attributes at once (catalog articleType and
 Stabilizers for a few thousand 64x64 images on small hardware, as in SNGAN / Miyato & Koyama 2018:
 - spectral normalization on every discriminator layer,
 - a projection discriminator: D(x, y) = psi(phi(x)) + sum_c <embed_c(y_c), phi(x)>,
-- the hinge loss, and an exponential moving average of the generator weights for sampling.
+- the hinge loss, and an exponential moving average of the generator weights for sampling, with its
+  BatchNorm statistics recomputed for the averaged weights after each epoch.
 The generator takes its conditions as learned embeddings concatenated to z (and again per block
 through conditional batch norm gains), so type and colour are controlled independently.
 
@@ -145,10 +146,32 @@ class CGAN(nn.Module):
 
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
+        """Average the weights; BatchNorm statistics are recomputed for them by `standing_statistics`."""
         for ema_p, p in zip(self.ema.parameters(), self.generator.parameters(), strict=True):
             ema_p.lerp_(p, 1.0 - decay)
-        for ema_b, b in zip(self.ema.buffers(), self.generator.buffers(), strict=True):
-            ema_b.copy_(b)
+
+
+@torch.no_grad()
+def standing_statistics(generator: Generator, cond_sampler: Any, batches: int = 32, batch_size: int = 64,
+                        seed: int = 0) -> None:
+    """Recompute the generator's BatchNorm running statistics for its current weights (BigGAN's
+    "standing statistics"). The EMA's weights are an average the copied running statistics never
+    saw; without this its samples are washed out and ignore z."""
+    norms = [m for m in generator.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    was_training = generator.training
+    generator.train()
+    gen = torch.Generator().manual_seed(seed)
+    device = next(generator.parameters()).device
+    for _ in range(batches):
+        z = torch.randn(batch_size, generator.config.latent_dim, generator=gen).to(device)
+        generator(z, cond_sampler(batch_size))
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    generator.train(was_training)
 
 
 def _pad(x: torch.Tensor, config: CGANConfig) -> torch.Tensor:

@@ -17,12 +17,12 @@ import torch.nn.functional as F
 
 from shared.errors import JobCanceled
 from worker.datasets.base import ImageSplit
-from worker.models.cgan import CGAN, CGANConfig, hinge_d_loss, hinge_g_loss
+from worker.models.cgan import CGAN, CGANConfig, hinge_d_loss, hinge_g_loss, standing_statistics
 from worker.training.common import CheckpointIO, Progress, ShouldStop, TrainParams, TrainResult, batches, to_batch
 
 log = logging.getLogger(__name__)
 
-EMA_DECAY = 0.999
+EMA_DECAY = 0.995  # a window of ~200 steps: runs here are a few thousand steps long
 BETAS = (0.0, 0.9)  # SNGAN's Adam settings for the hinge loss
 D_LR_SCALE = 2.0  # two time-scale update rule: the discriminator learns faster
 
@@ -122,6 +122,7 @@ def train_cgan(config: CGANConfig, params: TrainParams, train: ImageSplit, test:
             done = epoch * steps_per_epoch + step + 1
             progress(done / total_steps, f"epoch {epoch + 1}/{params.epochs}, batch {step + 1}/{steps_per_epoch}, "
                                          f"D {d_loss.item():.3f}, G {g_loss.item():.3f}")
+        standing_statistics(model.ema, lambda n, r=rng: random_conditions(train, n, r, device), seed=params.seed)
         held_out = evaluate(model, test, params.batch_size, device, params.seed)
         row = {"epoch": epoch + 1, **{k: v / len(train) for k, v in sums.items()},
                "test_d_real": held_out["d_real"], "test_d_fake": held_out["d_fake"]}
