@@ -39,6 +39,9 @@ def free_port(low: int = 20000, high: int = 45000) -> int:
 
 def _is_free(port: int) -> bool:
     with socket.socket() as sock:
+        # SO_REUSEADDR: connections of a just-stopped server linger in TIME_WAIT and would make a
+        # restart fail; a port with a live listener still refuses the bind.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
             return True
