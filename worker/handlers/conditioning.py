@@ -3,7 +3,7 @@ version's condition indices, shared by generate_images, hybrid and traverse."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,7 +66,6 @@ class Resolved:
     item: str | None = None
     image: np.ndarray | None = None  # [H, W, C] uint8: the real catalog photo
     interpreted: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
         out: dict[str, Any] = {"conditions": self.names}
