@@ -1,5 +1,5 @@
 """`make run`: start a local Valkey and SeaweedFS under var/ unless REDIS_URL / S3_ENDPOINT_URL
-point elsewhere, then run the Procfile (web, worker, beat) with honcho. Ctrl-C stops everything."""
+point elsewhere, then run the Procfile (web, worker, trainer, beat) with honcho. Ctrl-C stops everything."""
 
 from __future__ import annotations
 
