@@ -119,8 +119,9 @@ class TrainInput(StrictModel):
 
 
 class Sampling(StrictModel):
-    mode: Literal["prior", "class_mean"] = Field(
-        "prior", description="prior: z ~ N(0, I); class_mean (cvae): the class's mean latent plus noise")
+    mode: Literal["auto", "prior", "class_mean"] = Field(
+        "auto", description="prior: z ~ N(0, I); class_mean (cvae): the class's mean latent plus noise of scale "
+                            "`spread`; auto: class_mean where the model has class means, else prior")
     spread: number(ge=0.0, le=3.0) = Field(0.5, description="class_mean: scale of the noise around the mean")
 
 

@@ -1,8 +1,9 @@
 """Latent-space jobs from the seed documents: `hybrid` (interpolation between two classes or two
 catalog items, or style mixing of two items) and `traverse` (one latent dimension swept at a time).
 
-Class ends share one latent drawn from the seed, so only type and colour change along the strip;
-item ends use the encoder's posterior mean of the real photo (cvae)."""
+Class ends use the class's mean latent (cvae) or share one latent drawn from the seed (cgan), so
+the strip moves between recognisable classes; item ends use the encoder's posterior mean of the
+real photo (cvae)."""
 
 from __future__ import annotations
 
@@ -26,13 +27,16 @@ def _cond_tensor(cond: dict[str, int], device: Any) -> dict[str, torch.Tensor]:
 
 
 def _latent(family: ImageFamily, model: Any, end: Resolved, seed: int, device: Any) -> torch.Tensor:
-    """[1, latent]: the encoded item, or the seed's prior sample for a class."""
+    """[1, latent]: the encoded item; for a class, its mean latent (cvae with fitted means, where
+    prior samples drift off the class) or the seed's prior sample."""
     if end.image is not None:
         if not family.encodes:
             raise JobFailure("catalog items need a model with an encoder (cvae); this is a GAN",
                              code="item_not_supported", field="input.item")
         x = torch.from_numpy(end.image).to(device).permute(2, 0, 1)[None].float() / 255.0
         return cvae.encode_mean(model, x, _cond_tensor(end.cond, device))
+    if family.encodes and cvae.has_class_means(model):
+        return model.class_means[end.cond[model.config.mean_over]][None].clone()
     return cvae.latent_noise([seed], model.config.latent_dim).to(device)
 
 

@@ -43,9 +43,11 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
     if should_stop():
         raise JobCanceled()
     progress(0.2, f"sampling {inp.n} images")
+    mode = inp.sampling.mode
+    if mode == "auto":
+        mode = "class_mean" if getattr(FAMILIES[meta.family], "has_class_means", lambda _: False)(model) else "prior"
     images = to_uint8(FAMILIES[meta.family].sample(model, cond, seeds, temperature=inp.temperature,
-                                                   device=ctx.device, mode=inp.sampling.mode,
-                                                   spread=inp.sampling.spread))
+                                                   device=ctx.device, mode=mode, spread=inp.sampling.spread))
     if should_stop():
         raise JobCanceled()
 
@@ -64,6 +66,8 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
         "images": [{"index": i, "seed": s, "key": items[i].key, "width": int(width), "height": int(height)}
                    for i, s in enumerate(seeds)],
         "contact_sheet": {"key": sheet_key},
+        "sampling": {"mode": mode, **({"spread": inp.sampling.spread} if mode == "class_mean" else
+                                      {"temperature": inp.temperature})},
     }
     if interpreted is not None:
         output["prompt"] = inp.prompt

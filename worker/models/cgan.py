@@ -201,7 +201,8 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample(model: CGAN, cond: dict[str, int], seeds: list[int], *, temperature: float = 1.0,
            device: torch.device | str = "cpu", **_: Any) -> torch.Tensor:
-    """Images for one condition set, one per seed, from the EMA generator: -> [n, C, H, W] in [0, 1]."""
+    """Images for one condition set, one per seed, from the EMA generator: -> [n, C, H, W] in [0, 1].
+    Sampling modes other than the prior do not apply to a GAN and are ignored."""
     model.eval()
     z = latent_noise(seeds, model.config.latent_dim, temperature).to(device)
     c = {k: torch.full((len(seeds),), v, dtype=torch.long, device=device) for k, v in cond.items()}

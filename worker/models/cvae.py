@@ -164,12 +164,16 @@ def latent_noise(seeds: list[int], latent_dim: int, temperature: float = 1.0) ->
 
 @torch.no_grad()
 def sample(model: CVAE, cond: dict[str, int], seeds: list[int], *, temperature: float = 1.0,
-           device: torch.device | str = "cpu", mode: str = "prior", spread: float = 0.5) -> torch.Tensor:
+           device: torch.device | str = "cpu", mode: str = "auto", spread: float = 0.5) -> torch.Tensor:
     """Images for one condition set, one per seed: -> [n, C, H, W] in [0, 1] on the CPU.
 
     mode "prior": z ~ N(0, temperature^2 I). mode "class_mean" (seed 003): z = the mean latent of
-    the requested class plus noise of scale `spread`, which stays closer to real items of the class."""
+    the requested class plus noise of scale `spread`. On the catalog the latent carries the product
+    type (the encoder sees the photo), so prior samples often ignore the type condition while
+    class-mean samples keep it; "auto" therefore means class_mean whenever the means were fitted."""
     model.eval()
+    if mode == "auto":
+        mode = "class_mean" if has_class_means(model) else "prior"
     if mode == "class_mean":
         z = latent_noise(seeds, model.config.latent_dim, spread).to(device)
         z = z + model.class_means[cond[model.config.mean_over]]
@@ -177,6 +181,10 @@ def sample(model: CVAE, cond: dict[str, int], seeds: list[int], *, temperature: 
         z = latent_noise(seeds, model.config.latent_dim, temperature).to(device)
     c = {k: torch.full((len(seeds),), v, dtype=torch.long, device=device) for k, v in cond.items()}
     return model.decode(z, c).float().cpu()
+
+
+def has_class_means(model: CVAE) -> bool:
+    return bool(model.latent_std.abs().sum() > 0)
 
 
 @torch.no_grad()
