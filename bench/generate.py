@@ -30,6 +30,7 @@ from worker.models import FAMILIES
 
 SLICE = {"name": "bench-slice", "classes": ["Jumpsuit", "Tshirts", "Dresses", "Casual Shoes"], "max_per_class": 30}
 COND = {"articleType": "Dresses", "baseColour": "Black"}
+DRY_RUN_PROMPTS = ["black short sleeve jumpsuit", "navy tee", "white sneakers", "red evening gown"]
 
 
 def p50(values: list[float]) -> float:
@@ -113,8 +114,9 @@ def main() -> None:
             dry = []
             for r in range(args.repeats + 2):
                 started = time.perf_counter()
-                job = client.submit("generate_images", {"prompt": f"black jumpsuit {r}", "dry_run": True,
-                                                        "model": refs["cvae"]}, headers={"Prefer": "wait=60"})
+                prompt = DRY_RUN_PROMPTS[r % len(DRY_RUN_PROMPTS)]
+                job = client.submit("generate_images", {"prompt": prompt, "dry_run": True, "model": refs["cvae"]},
+                                    headers={"Prefer": "wait=60"}, expect=(200, 202))
                 assert job["status"] == "succeeded", job
                 if r >= 2:
                     dry.append((time.perf_counter() - started) * 1000)

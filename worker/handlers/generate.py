@@ -5,6 +5,7 @@ model version, one PNG per image with its own seed, a contact sheet and the mani
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from shared.conditions import resolve_conditions
 from shared.errors import JobCanceled
@@ -53,10 +54,12 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
 
     progress(0.6, "saving images")
     prefix = f"jobs/{job.id}/"
-    items = [PutItem(f"{prefix}images/{i:03d}.png", png_bytes(img), "image/png") for i, img in enumerate(images)]
+    # Encoding runs in the upload threads (Pillow releases the GIL while compressing).
+    items = [PutItem(f"{prefix}images/{i:03d}.png", partial(png_bytes, img), "image/png")
+             for i, img in enumerate(images)]
     sheet_key = f"{prefix}contact_sheet.png"
-    items.append(PutItem(sheet_key, png_bytes(grid(images, 8, scale=2 if images.shape[1] <= 32 else 1)),
-                         "image/png"))
+    scale = 2 if images.shape[1] <= 32 else 1
+    items.append(PutItem(sheet_key, lambda: png_bytes(grid(images, 8, scale=scale)), "image/png"))
     ctx.storage.put_many(items)
 
     height, width = images.shape[1:3]
