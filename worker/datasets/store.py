@@ -99,9 +99,9 @@ def _import_catalog(spec: ImportDatasetInput, storage: Storage, settings: Settin
         else:
             csv_path, images_path, groups = _catalog_from_demo(spec, settings)
             source = str(csv_path.parent)
-        columns = catalog.Columns(**spec.columns.model_dump()) if spec.columns else catalog.Columns()
-        if spec.source_prefix and spec.columns is None:
-            columns = catalog.Columns(group=None)
+        # The demo catalog's column names by default; an upload has no group column unless named.
+        default = catalog.Columns(group=None) if spec.source_prefix else catalog.Columns()
+        columns = catalog.Columns(**spec.columns.model_dump()) if spec.columns else default
         if groups and not columns.group:
             raise ValidationFailed("`groups` filters on a column; name it in columns.group",
                                    field="columns.group")

@@ -7,13 +7,14 @@ real photo (cvae)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from shared.errors import JobFailure
-from shared.schemas import HybridInput, Job, TraverseInput
+from shared.schemas import Endpoint, HybridInput, Job, ModelVersion, TraverseInput
 from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.handlers.common import Progress, ShouldStop, write_manifest
@@ -61,15 +62,31 @@ def _save_frames(ctx: WorkerContext, job: Job, images: np.ndarray, sheet: np.nda
             {name: {"key": item.key} for name, item in sources.items()})
 
 
+@dataclass
+class Setup:
+    meta: ModelVersion
+    family: ImageFamily
+    model: Any
+    seed: int
+    ends: list[Resolved]
+
+
+def _setup(ctx: WorkerContext, job: Job, inp: HybridInput | TraverseInput, ends: dict[str, Endpoint],
+           progress: Progress) -> Setup:
+    """The pinned model (loaded once per process) and the job's ends resolved against its vocabulary."""
+    meta = pinned_model(ctx, job, inp.model)
+    resolved = [resolve_endpoint(ctx, meta, end, f"input.{name}", allow_approximate=inp.allow_approximate)
+                for name, end in ends.items()]
+    progress(0.1, f"loading {meta.ref}")
+    return Setup(meta, IMAGE_FAMILIES[meta.family], ctx.load_model(meta.ref),
+                 inp.seed if inp.seed is not None else 0, resolved)
+
+
 def hybrid(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop) -> dict:
     inp = HybridInput(**job.input)
-    meta = pinned_model(ctx, job, inp.model)
-    family = IMAGE_FAMILIES[meta.family]
-    seed = inp.seed if inp.seed is not None else 0
-    a = resolve_endpoint(ctx, meta, inp.a, "input.a", allow_approximate=inp.allow_approximate)
-    b = resolve_endpoint(ctx, meta, inp.b, "input.b", allow_approximate=inp.allow_approximate)
-    progress(0.1, f"loading {meta.ref}")
-    model = ctx.load_model(meta.ref)
+    setup = _setup(ctx, job, inp, {"a": inp.a, "b": inp.b}, progress)
+    meta, family, model, seed = setup.meta, setup.family, setup.model, setup.seed
+    a, b = setup.ends
     device = ctx.device
     z_a = _latent(family, model, a, seed, device)
     # Style mixing needs two different latents; class-to-class interpolation shares one.
@@ -108,12 +125,9 @@ def hybrid(ctx: WorkerContext, job: Job, progress: Progress, should_stop: Should
 
 def traverse(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop) -> dict:
     inp = TraverseInput(**job.input)
-    meta = pinned_model(ctx, job, inp.model)
-    family = IMAGE_FAMILIES[meta.family]
-    seed = inp.seed if inp.seed is not None else 0
-    start = resolve_endpoint(ctx, meta, inp.start, "input.start", allow_approximate=inp.allow_approximate)
-    progress(0.1, f"loading {meta.ref}")
-    model = ctx.load_model(meta.ref)
+    setup = _setup(ctx, job, inp, {"start": inp.start}, progress)
+    meta, family, model, seed = setup.meta, setup.family, setup.model, setup.seed
+    (start,) = setup.ends
     device = ctx.device
     latent_dim = model.config.latent_dim
     if inp.dims and max(inp.dims) >= latent_dim:
