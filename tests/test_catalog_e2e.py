@@ -180,3 +180,21 @@ def test_upload_a_merchandisers_catalog(client: Client, worker, tmp_path) -> Non
     unknown = client.http.post(f"{client.base}/v1/jobs", json={"type": "train", "input": {
         "family": "cvae", "dataset": "never-imported"}}, timeout=10)
     assert unknown.status_code == 422 and unknown.json()["error"]["field"] == "input.dataset"
+
+
+def test_import_from_an_object_storage_prefix_with_loose_images(client: Client, worker, storage: Storage) -> None:
+    prefix = "uploads/loose-images-test/"
+    rows = ["id,articleType,baseColour,productDisplayName"]
+    for i in range(10):
+        rows.append(f"L{i},Caps,{'Red' if i % 2 else 'Blue'},Cap {i}")
+        buffer = io.BytesIO()
+        Image.new("RGB", (80, 60), (250, 0, 0) if i % 2 else (0, 0, 250)).save(buffer, "JPEG")
+        storage.put(f"{prefix}photos/L{i}.jpg", buffer.getvalue(), "image/jpeg")
+    storage.put(prefix + "caps.csv", "\n".join(rows).encode(), "text/csv")
+    done = run(client, "import_dataset", {"name": "loose-caps", "source_prefix": prefix})
+    assert done["output"]["sizes"] == {"train": 9, "test": 1} and done["output"]["skipped"] == {}
+    detail = client.http.get(f"{client.base}/v1/datasets/loose-caps", timeout=10).json()
+    assert detail["vocabulary"] == {"articleType": ["Caps"], "baseColour": ["Blue", "Red"]}
+    empty = client.http.post(f"{client.base}/v1/jobs", json={"type": "import_dataset", "input": {
+        "name": "nothing", "source_prefix": "uploads/does-not-exist/"}}, timeout=10)
+    assert empty.status_code == 422 and empty.json()["error"]["field"] == "input.source_prefix"
