@@ -113,9 +113,15 @@ def _check_submit(req: Any) -> str | None:
     the job runs on the version active at submit time."""
     if isinstance(req, TrainJobRequest):
         name = req.input.dataset
-        if name not in BUILTIN_DATASETS and not services().storage.exists(f"datasets/{name}/meta.json"):
+        if name in BUILTIN_DATASETS:
+            return None
+        storage, key = services().storage, f"datasets/{name}/meta.json"
+        if not storage.exists(key):
             raise ValidationFailed(f"dataset {name!r} has not been imported; POST /v1/datasets or submit an "
                                    "import_dataset job first", code="dataset_not_found", field="input.dataset")
+        if storage.get_json(key).get("format") == "descriptions":
+            raise ValidationFailed(f"dataset {name!r} holds product descriptions; {req.input.family.value} "
+                                   "trains on images", code="wrong_dataset_format", field="input.dataset")
         return None
     if isinstance(req, ImportDatasetJobRequest):
         prefix = req.input.source_prefix

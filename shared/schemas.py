@@ -216,13 +216,22 @@ class CatalogColumnsInput(StrictModel):
     group: ColumnName | None = Field(None, description="column filtered by `groups`")
 
 
+class TextColumnsInput(StrictModel):
+    id: ColumnName = "ProductID"
+    name: ColumnName = Field("ProductName", description="the product name: what a description is written for")
+    description: ColumnName = "Description"
+    colour: ColumnName | None = Field("PrimaryColor", description="only compared with the colour in the name")
+
+
 class ImportDatasetInput(StrictModel):
     name: DatasetName
-    format: Literal["catalog", "fashion-mnist"] = "catalog"
+    format: Literal["catalog", "fashion-mnist", "descriptions"] = Field(
+        "catalog", description="catalog: product photos; descriptions: product names with their copy")
     source_prefix: Annotated[str, StringConstraints(max_length=300, pattern=r"^uploads/[A-Za-z0-9/_.-]+/$")] | None = (
         Field(None, description="object-storage prefix with one CSV and a zip (or images); "
                                 "default: the demo data under ATELIER_DATASETS"))
     columns: CatalogColumnsInput | None = Field(None, description="default: the demo catalog's column names")
+    text_columns: TextColumnsInput | None = Field(None, description="descriptions: default the Myntra demo's")
     groups: list[ColumnName] | None = Field(
         None, max_length=50, description="keep rows whose group column is one of these; the demo catalog "
                                          "defaults to Apparel, Footwear and Accessories")

@@ -4,6 +4,7 @@ models on it, and generate from free text, with hybrids and traversals."""
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 
 import pytest
@@ -198,3 +199,19 @@ def test_import_from_an_object_storage_prefix_with_loose_images(client: Client, 
     empty = client.http.post(f"{client.base}/v1/jobs", json={"type": "import_dataset", "input": {
         "name": "nothing", "source_prefix": "uploads/does-not-exist/"}}, timeout=10)
     assert empty.status_code == 422 and empty.json()["error"]["field"] == "input.source_prefix"
+
+
+def test_import_product_descriptions(client: Client, worker, catalog_available) -> None:
+    """The Myntra demo copy becomes cleaned (name -> description) pairs; image models refuse it."""
+    if not (catalog_available / "myntra-products-catalog").is_dir():
+        pytest.skip("ATELIER_DATASETS/myntra-products-catalog is not available")
+    done = run(client, "import_dataset", {"name": "descriptions", "format": "descriptions"})
+    output = done["output"]
+    assert output["format"] == "descriptions" and output["rows"] == 12_491
+    assert output["skipped"]["duplicate"] >= 700 and output["cleaning"]["glued_fixed"] > 4_000
+    assert sum(output["sizes"].values()) == output["cleaning"]["kept"]
+    first = client.download(output["files"][0]["url"]).decode().splitlines()[0]
+    assert {"context", "description", "colour", "split"} <= set(json.loads(first))
+    refused = client.http.post(f"{client.base}/v1/jobs", json={"type": "train", "input": {
+        "family": "cgan", "dataset": "descriptions"}}, timeout=10)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "wrong_dataset_format"

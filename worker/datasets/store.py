@@ -11,17 +11,18 @@ import itertools
 import json
 import logging
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from shared.errors import DatasetMissing, ValidationFailed
+from shared.errors import DatasetMissing, JobFailure, ValidationFailed
 from shared.schemas import ImportDatasetInput
 from shared.settings import Settings
 from shared.storage import PutItem, Storage
-from worker.datasets import catalog, fashion_mnist
+from worker.datasets import catalog, descriptions, fashion_mnist
 from worker.datasets.base import ImageDataset, ImageSplit
 
 log = logging.getLogger(__name__)
@@ -66,15 +67,23 @@ def _catalog_from_demo(spec: ImportDatasetInput, settings: Settings) -> tuple[Pa
     return csv_path, zip_path, groups
 
 
-def _catalog_from_prefix(spec: ImportDatasetInput, storage: Storage, workdir: Path) -> tuple[Path, Path]:
-    """Download one CSV and a zip (or loose images) from an object-storage prefix."""
-    keys = list(itertools.islice(storage.list(spec.source_prefix), MAX_SOURCE_OBJECTS))
+def _csv_from_prefix(spec: ImportDatasetInput, storage: Storage, workdir: Path,
+                     keys: list[str] | None = None) -> Path:
+    """Download the one CSV under an object-storage prefix."""
+    keys = keys if keys is not None else list(itertools.islice(storage.list(spec.source_prefix), MAX_SOURCE_OBJECTS))
     csvs = [k for k in keys if k.lower().endswith(".csv")]
     if len(csvs) != 1:
         raise ValidationFailed(f"{spec.source_prefix} must hold exactly one .csv, found {len(csvs)}",
                                code="invalid_source", field="source_prefix")
-    csv_path = workdir / "catalog.csv"
+    csv_path = workdir / "source.csv"
     csv_path.write_bytes(storage.get(csvs[0]))
+    return csv_path
+
+
+def _catalog_from_prefix(spec: ImportDatasetInput, storage: Storage, workdir: Path) -> tuple[Path, Path]:
+    """Download one CSV and a zip (or loose images) from an object-storage prefix."""
+    keys = list(itertools.islice(storage.list(spec.source_prefix), MAX_SOURCE_OBJECTS))
+    csv_path = _csv_from_prefix(spec, storage, workdir, keys)
     zips = [k for k in keys if k.lower().endswith(".zip")]
     if zips:
         images = workdir / "images.zip"
@@ -119,9 +128,43 @@ def _import_catalog(spec: ImportDatasetInput, storage: Storage, settings: Settin
     return dataset, report
 
 
+def _import_descriptions(spec: ImportDatasetInput, storage: Storage, settings: Settings,
+                         progress: Progress) -> dict:
+    """Cleaned (name -> description) pairs as train.jsonl / test.jsonl, meta.json last."""
+    columns = descriptions.DescriptionColumns(**spec.text_columns.model_dump()) if spec.text_columns \
+        else descriptions.DescriptionColumns()
+    with tempfile.TemporaryDirectory(prefix="atelier-import-") as tmp:
+        if spec.source_prefix:
+            csv_path, source = _csv_from_prefix(spec, storage, Path(tmp)), spec.source_prefix
+        else:
+            csv_path = Path(settings.datasets_dir or "") / descriptions.DEMO_FILE
+            if settings.datasets_dir is None or not csv_path.is_file():
+                raise DatasetMissing(f"the demo descriptions need {csv_path} (set ATELIER_DATASETS)",
+                                     details={"file": str(csv_path)})
+            source = str(csv_path)
+        rows = descriptions.read_csv(csv_path, columns)
+    progress(0.3, f"cleaning {len(rows)} rows")
+    pairs, report = descriptions.clean_pairs(rows, columns, test_fraction=spec.test_fraction)
+    progress(0.8, f"uploading {len(pairs)} pairs")
+    by_split = {split: "\n".join(json.dumps(vars(p)) for p in pairs if p.split == split).encode()
+                for split in ("train", "test")}
+    storage.put_many([PutItem(prefix(spec.name) + f"{split}.jsonl", body, "application/x-ndjson")
+                      for split, body in by_split.items()])
+    meta = {"name": spec.name, "format": "descriptions", "imported_at": datetime.now(UTC).isoformat(),
+            "source": source, "sizes": {split: sum(p.split == split for p in pairs) for split in ("train", "test")},
+            "colours": dict(sorted(Counter(p.colour or "unknown" for p in pairs).items())),
+            "rows": report.rows, "skipped": dict(report.skipped), "cleaning": report.as_dict(),
+            "import": spec.model_dump(mode="json")}
+    storage.put_json(meta_key(spec.name), meta)  # last: the dataset is complete
+    progress(1.0, f"dataset {spec.name} imported")
+    return meta
+
+
 def import_dataset(spec: ImportDatasetInput, storage: Storage, settings: Settings, progress: Progress) -> dict:
     """Build the dataset from its source and write it to object storage. Idempotent."""
     progress(0.0, f"importing dataset {spec.name}")
+    if spec.format == "descriptions":
+        return _import_descriptions(spec, storage, settings, progress)
     if spec.format == "fashion-mnist":
         folder = fashion_mnist.locate(settings.datasets_dir, allow_download=settings.allow_dataset_download,
                                       cache_dir=settings.var_dir / "cache")
@@ -164,6 +207,9 @@ def load_dataset(name: str, storage: Storage, settings: Settings, progress: Prog
     if meta is None:
         import_dataset(default_import(name), storage, settings, progress)
         meta = storage.get_json(meta_key(name))
+    if meta.get("format") == "descriptions":
+        raise JobFailure(f"dataset {name} holds product descriptions, not images", code="wrong_dataset_format",
+                         field="input.dataset")
     progress(1.0, f"loading dataset {name}")
     return ImageDataset(
         name=name,

@@ -14,17 +14,22 @@ def import_dataset(ctx: WorkerContext, job: Job, progress: Progress, should_stop
     spec = ImportDatasetInput(**job.input)
     meta = build_dataset(spec, ctx.storage, ctx.settings, progress)
     ctx.datasets.forget(spec.name)  # a re-import replaces what this process had loaded
+    vocabulary = meta.get("vocabulary") or {}
+    files = ("train.jsonl", "test.jsonl") if spec.format == "descriptions" else ("train.npz", "test.npz")
     output = {
         "dataset": spec.name,
+        "format": spec.format,
         "sizes": meta["sizes"],
-        "classes": len(next(iter(meta["vocabulary"].values()))),
-        "vocabulary_sizes": {k: len(v) for k, v in meta["vocabulary"].items()},
         "rows": meta.get("rows"),
         "skipped": meta.get("skipped", {}),
-        "skipped_examples": meta.get("skipped_examples", {}),
-        "below_minimum": meta.get("below_minimum"),
         "meta": {"key": meta_key(spec.name)},
-        "files": [{"key": prefix(spec.name) + name} for name in ("train.npz", "test.npz")],
+        "files": [{"key": prefix(spec.name) + name} for name in files],
     }
+    if vocabulary:
+        output.update(classes=len(next(iter(vocabulary.values()))),
+                      vocabulary_sizes={k: len(v) for k, v in vocabulary.items()},
+                      skipped_examples=meta.get("skipped_examples", {}), below_minimum=meta.get("below_minimum"))
+    if "cleaning" in meta:
+        output["cleaning"] = meta["cleaning"]
     write_manifest(ctx.storage, job, output, seeds={}, model=None)
     return output
