@@ -19,7 +19,9 @@ from shared.queue import JOB_TASKS, time_limit_s
 from shared.schemas import (
     BUILTIN_DATASETS,
     ENCODER_FAMILIES,
+    IMAGE_FAMILIES,
     SEED_MAX,
+    TEXT_DATASETS,
     Endpoint,
     ErrorResponse,
     GenerateImagesJobRequest,
@@ -112,16 +114,19 @@ def _check_submit(req: Any) -> str | None:
     field rather than a failed job later. Returns the pinned model version for jobs that use one:
     the job runs on the version active at submit time."""
     if isinstance(req, TrainJobRequest):
-        name = req.input.dataset
+        name, family = req.input.dataset, req.input.family.value
         if name in BUILTIN_DATASETS:
-            return None
-        storage, key = services().storage, f"datasets/{name}/meta.json"
-        if not storage.exists(key):
-            raise ValidationFailed(f"dataset {name!r} has not been imported; POST /v1/datasets or submit an "
-                                   "import_dataset job first", code="dataset_not_found", field="input.dataset")
-        if storage.get_json(key).get("format") == "descriptions":
-            raise ValidationFailed(f"dataset {name!r} holds product descriptions; {req.input.family.value} "
-                                   "trains on images", code="wrong_dataset_format", field="input.dataset")
+            is_text = name in TEXT_DATASETS
+        else:
+            storage, key = services().storage, f"datasets/{name}/meta.json"
+            if not storage.exists(key):
+                raise ValidationFailed(f"dataset {name!r} has not been imported; POST /v1/datasets or submit an "
+                                       "import_dataset job first", code="dataset_not_found", field="input.dataset")
+            is_text = storage.get_json(key).get("format") == "descriptions"
+        if is_text != (family not in IMAGE_FAMILIES):
+            holds, needs = ("product descriptions", "images") if is_text else ("images", "product descriptions")
+            raise ValidationFailed(f"dataset {name!r} holds {holds}; {family} trains on {needs}",
+                                   code="wrong_dataset_format", field="input.dataset")
         return None
     if isinstance(req, ImportDatasetJobRequest):
         prefix = req.input.source_prefix
@@ -131,6 +136,9 @@ def _check_submit(req: Any) -> str | None:
         return None
     inp = req.input
     model = services().registry.resolve(inp.model, default_family=inp.family.value)
+    if model.family not in IMAGE_FAMILIES:
+        raise ValidationFailed(f"{model.ref} is not an image model; use one of {', '.join(IMAGE_FAMILIES)}",
+                               code="wrong_model_family", field="input.model")
     if isinstance(req, GenerateImagesJobRequest):
         if inp.conditions is not None:
             resolve_conditions(model.vocabulary, inp.conditions)

@@ -58,9 +58,12 @@ class JobType(StrEnum):
 class Family(StrEnum):
     CVAE = "cvae"
     CGAN = "cgan"
+    LM = "lm"
 
 
+IMAGE_FAMILIES = ("cvae", "cgan")
 ENCODER_FAMILIES = ("cvae",)  # families that can encode a real image (items, class means)
+TEXT_DATASETS = frozenset({"descriptions"})  # built-in datasets of product copy rather than images
 
 
 class Preset(StrEnum):
@@ -94,7 +97,8 @@ ConditionValue = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 Conditions = Annotated[dict[str, ConditionValue], Field(min_length=1, max_length=8)]
 DATASET_NAME = r"^[a-z0-9][a-z0-9-]{0,39}$"
 DatasetName = Annotated[str, Field(pattern=DATASET_NAME, description="dataset name, e.g. catalog or fashion-mnist")]
-BUILTIN_DATASETS = frozenset({"fashion-mnist", "catalog"})  # imported from ATELIER_DATASETS on first use
+# imported from ATELIER_DATASETS on first use
+BUILTIN_DATASETS = frozenset({"fashion-mnist", "catalog", "descriptions"})
 ModelRef = Annotated[str, Field(max_length=40, pattern=MODEL_REF.pattern,
                                 description='model version as "family@version", e.g. "cvae@v2"')]
 ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=100)]

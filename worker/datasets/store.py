@@ -45,6 +45,8 @@ def default_import(name: str) -> ImportDatasetInput:
         return ImportDatasetInput(name=name, format="fashion-mnist")
     if name == "catalog":
         return ImportDatasetInput(name=name, format="catalog")
+    if name == "descriptions":
+        return ImportDatasetInput(name=name, format="descriptions")
     raise DatasetMissing(f"dataset {name!r} has not been imported; import it with POST /v1/datasets or an "
                          "import_dataset job", code="dataset_not_found", details={"dataset": name})
 
@@ -199,6 +201,24 @@ def _json_bytes(value: object) -> bytes:
 def load_meta(name: str, storage: Storage) -> dict | None:
     key = meta_key(name)
     return storage.get_json(key) if storage.exists(key) else None
+
+
+def load_pairs(name: str, storage: Storage, settings: Settings, progress: Progress
+               ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(context, description) train and test pairs of a descriptions dataset, importing a built-in one."""
+    meta = load_meta(name, storage)
+    if meta is None:
+        import_dataset(default_import(name), storage, settings, progress)
+        meta = storage.get_json(meta_key(name))
+    if meta.get("format") != "descriptions":
+        raise JobFailure(f"dataset {name} holds images, not product descriptions", code="wrong_dataset_format",
+                         field="input.dataset")
+
+    def read(split: str) -> list[tuple[str, str]]:
+        lines = storage.get(prefix(name) + f"{split}.jsonl").decode().splitlines()
+        return [(row["context"], row["description"]) for row in map(json.loads, filter(None, lines))]
+
+    return read("train"), read("test")
 
 
 def load_dataset(name: str, storage: Storage, settings: Settings, progress: Progress) -> ImageDataset:

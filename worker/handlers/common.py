@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+import torch
 
 from shared.schemas import Job
 from shared.storage import Storage
@@ -42,3 +45,20 @@ def write_manifest(storage: Storage, job: Job, output: dict, *, seeds: dict[str,
     }
     storage.put_json(manifest_key(job.id), manifest)
     output["manifest"] = {"key": manifest_key(job.id)}
+
+
+class StorageCheckpoint:
+    """Per-epoch training state in object storage, so a redelivered job resumes instead of restarting."""
+
+    def __init__(self, storage: Storage, key: str) -> None:
+        self.storage, self.key = storage, key
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.storage.exists(self.key):
+            return None
+        return torch.load(io.BytesIO(self.storage.get(self.key)), map_location="cpu", weights_only=True)
+
+    def save(self, state: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        self.storage.put(self.key, buffer.getvalue())

@@ -14,11 +14,12 @@ import torch
 
 from shared.registry import model_prefix, parse_ref
 from shared.schemas import Job, TrainInput
-from shared.storage import PutItem, Storage
+from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.datasets.base import ImageDataset
 from worker.datasets.store import counts_of, load_dataset
-from worker.handlers.common import Progress, ShouldStop, scaled, write_manifest
+from worker.handlers.common import Progress, ShouldStop, StorageCheckpoint, scaled, write_manifest
+from worker.handlers.train_lm import train_language_model
 from worker.images import grid, png_bytes, to_uint8
 from worker.models import IMAGE_FAMILIES, ImageFamily
 from worker.plots import loss_curve_png
@@ -27,23 +28,6 @@ from worker.training.common import TrainParams
 log = logging.getLogger(__name__)
 
 SAMPLES_PER_CLASS = 16
-
-
-class StorageCheckpoint:
-    """Per-epoch training state in object storage, so a redelivered job resumes instead of restarting."""
-
-    def __init__(self, storage: Storage, key: str) -> None:
-        self.storage, self.key = storage, key
-
-    def load(self) -> dict[str, Any] | None:
-        if not self.storage.exists(self.key):
-            return None
-        return torch.load(io.BytesIO(self.storage.get(self.key)), map_location="cpu", weights_only=True)
-
-    def save(self, state: dict[str, Any]) -> None:
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        self.storage.put(self.key, buffer.getvalue())
 
 
 def build_config(family: ImageFamily, inp: TrainInput, dataset: ImageDataset) -> tuple[Any, TrainParams]:
@@ -115,6 +99,8 @@ def sample_grids(family: ImageFamily, model: Any, dataset: ImageDataset, device:
 
 def train(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop) -> dict:
     inp = TrainInput(**job.input)
+    if inp.family.value not in IMAGE_FAMILIES:
+        return train_language_model(ctx, job, progress, should_stop)
     family = IMAGE_FAMILIES[inp.family.value]
     ref = ctx.store.model_version_for(job.id, inp.family.value)  # stable across reruns
     family_name, version = parse_ref(ref)

@@ -1,0 +1,79 @@
+"""The `train` job for family `lm`: a byte-level BPE learned on the training copy, a GPT-2 trained
+from a preset, and a model version under models/lm/<version>/ (weights with the tokenizer inside,
+tokenizer.json, config, metrics with held-out perplexity per epoch, a curve PNG, sample copy)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+
+import torch
+
+from shared.registry import model_prefix, parse_ref
+from shared.schemas import Job, TrainInput
+from shared.storage import PutItem
+from worker.context import WorkerContext
+from worker.datasets.store import load_pairs
+from worker.handlers.common import Progress, ShouldStop, StorageCheckpoint, scaled, write_manifest
+from worker.models import lm
+from worker.plots import loss_curve_png
+from worker.training.common import TrainParams
+from worker.training.lm_trainer import train_lm
+
+SAMPLE_CONTEXTS = 6
+
+
+def train_language_model(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop) -> dict:
+    inp = TrainInput(**job.input)
+    ref = ctx.store.model_version_for(job.id, "lm")
+    family, version = parse_ref(ref)
+    train, test = load_pairs(inp.dataset, ctx.storage, ctx.settings, scaled(progress, 0.0, 0.03))
+    preset = lm.PRESETS[inp.preset.value]
+    config = replace(lm.LMConfig(), **preset["model"])
+    defaults = preset["train"]
+    params = TrainParams(epochs=inp.epochs or defaults["epochs"], batch_size=inp.batch_size or defaults["batch_size"],
+                         learning_rate=inp.learning_rate or defaults["learning_rate"],
+                         seed=inp.seed if inp.seed is not None else 0,
+                         max_train_examples=inp.max_train_examples or defaults.get("max_train_examples"),
+                         max_eval_examples=defaults.get("max_eval_examples"))
+    progress(0.03, "learning the tokenizer")
+    # Deterministic for the same training split, so a resumed run gets the same token ids.
+    tokenizer = lm.train_tokenizer([f"{c} {d}" for c, d in train], config.vocab_size)
+    result = train_lm(config, params, train, test, tokenizer, device=ctx.device,
+                      progress=scaled(progress, 0.05, 0.9), should_stop=should_stop,
+                      checkpoint=StorageCheckpoint(ctx.storage, f"jobs/{job.id}/checkpoint.pt"))
+    progress(0.92, "writing the model version")
+    model = result.model
+    samples = [{"context": c, "reference": d,
+                "generated": lm.generate(model, c, [params.seed], max_tokens=60, device=ctx.device)[0]}
+               for c, d in test[:SAMPLE_CONTEXTS]]
+    prefix = model_prefix(family, version)
+    weights = io.BytesIO()
+    torch.save(lm.to_checkpoint(model), weights)
+    curve = loss_curve_png(result.history, f"{ref} on {inp.dataset}",
+                           {"train": "train_perplexity", "held-out": "test_perplexity"}, "perplexity per token")
+    ctx.storage.put_many([PutItem(prefix + "model.pt", weights.getvalue()),
+                          PutItem(prefix + "tokenizer.json", tokenizer.to_str().encode(), "application/json"),
+                          PutItem(prefix + "loss_curve.png", curve, "image/png")])
+    ctx.storage.put_json(prefix + "config.json", {"model": asdict(config), "train": asdict(params),
+                                                  "preset": inp.preset.value})
+    metrics = {"final": result.final, "history": result.history, "resumed_from_epoch": result.resumed_from_epoch,
+               "train_examples": min(len(train), params.max_train_examples or len(train)),
+               "device": str(ctx.device)}
+    ctx.storage.put_json(prefix + "metrics.json", metrics)
+    ctx.storage.put_json(prefix + "samples.json", samples)
+    summary = {"family": family, "version": version, "ref": ref, "dataset": inp.dataset,
+               "created_at": datetime.now(UTC).isoformat(), "job_id": job.id,
+               "metrics": {"test_perplexity": result.final.get("test_perplexity"),
+                           "train_perplexity": result.final.get("train_perplexity"), "epochs": len(result.history)},
+               "vocabulary": {}}
+    ctx.storage.put_json(prefix + "model.json", summary)  # written last: the version is complete
+    active = ctx.registry.register(summary, activate=inp.activate)
+    output = {"model": ref, "active": active, "metrics": summary["metrics"], "samples": samples,
+              "artifacts": {"weights": {"key": prefix + "model.pt"}, "tokenizer": {"key": prefix + "tokenizer.json"},
+                            "loss_curve": {"key": prefix + "loss_curve.png"},
+                            "metrics": {"key": prefix + "metrics.json"}, "config": {"key": prefix + "config.json"}}}
+    write_manifest(ctx.storage, job, output, seeds={"train": params.seed}, model=ref)
+    ctx.storage.delete(f"jobs/{job.id}/checkpoint.pt")
+    return output
