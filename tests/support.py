@@ -3,6 +3,7 @@ HTTP client that waits for jobs."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -165,3 +166,19 @@ class Client:
         response = requests.get(url, timeout=30)
         assert response.status_code == 200, response.text
         return response.content
+
+
+class MemoryCheckpoint:
+    """Checkpoint I/O in memory for the training-loop tests; deep-copies as serialising would, so
+    later steps cannot change a saved state."""
+
+    def __init__(self) -> None:
+        self.state: dict | None = None
+        self.saves = 0
+
+    def load(self) -> dict | None:
+        return self.state
+
+    def save(self, state: dict) -> None:
+        self.state = copy.deepcopy(state)
+        self.saves += 1

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
 
 from shared.errors import JobCanceled
+from tests.support import MemoryCheckpoint
 from worker.datasets.base import ImageSplit
 from worker.models import cgan
 from worker.training.cgan_trainer import train_cgan, translate
@@ -96,16 +95,6 @@ def test_training_runs_updates_the_ema_and_is_deterministic() -> None:
     assert torch.equal(cgan.sample(model, {"articleType": 0, "baseColour": 1}, [7]),
                        cgan.sample(run[1].model, {"articleType": 0, "baseColour": 1}, [7]))
 
-
-class MemoryCheckpoint:
-    def __init__(self) -> None:
-        self.state: dict | None = None
-
-    def load(self) -> dict | None:
-        return self.state
-
-    def save(self, state: dict) -> None:
-        self.state = copy.deepcopy(state)  # as serialising would: later steps must not change it
 
 
 def test_resume_from_a_checkpoint_matches_an_uninterrupted_run() -> None:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from shared.errors import JobCanceled
+from tests.support import MemoryCheckpoint
 from worker.datasets.base import ImageSplit
 from worker.models import cvae
 from worker.training.cvae_trainer import TrainParams, train_cvae
@@ -84,20 +85,6 @@ def test_cancel_stops_training() -> None:
         train_cvae(small_config(), params(), toy_split(), toy_split(16), device=CPU,
                    progress=lambda *_: None, should_stop=lambda: next(calls) >= 3)
 
-
-class MemoryCheckpoint:
-    def __init__(self) -> None:
-        self.state = None
-        self.saves = 0
-
-    def load(self) -> dict | None:
-        return self.state
-
-    def save(self, state: dict) -> None:
-        import copy
-
-        self.state = copy.deepcopy(state)
-        self.saves += 1
 
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run() -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 from shared.errors import JobCanceled
+from tests.support import MemoryCheckpoint
 from worker.models import lm
 from worker.training.common import TrainParams
 from worker.training.lm_trainer import IGNORE, collate, perplexity, train_lm
@@ -59,16 +58,6 @@ def test_training_lowers_held_out_perplexity_and_generation_is_seeded(tokenizer:
     restored = lm.from_checkpoint(lm.to_checkpoint(result.model))
     assert lm.generate(restored, "Brand Women Navy Solid Dress", [1], max_tokens=20) == texts[:1]
 
-
-class MemoryCheckpoint:
-    def __init__(self) -> None:
-        self.state: dict | None = None
-
-    def load(self) -> dict | None:
-        return self.state
-
-    def save(self, state: dict) -> None:
-        self.state = copy.deepcopy(state)
 
 
 def test_resume_matches_an_uninterrupted_run(tokenizer: object) -> None:
