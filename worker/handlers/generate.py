@@ -15,7 +15,7 @@ from worker.context import WorkerContext
 from worker.handlers.common import Progress, ShouldStop, write_manifest
 from worker.handlers.conditioning import interpret_prompt, names_of, pinned_model
 from worker.images import grid, png_bytes, to_uint8
-from worker.models import FAMILIES
+from worker.models import FAMILIES, IMAGE_FAMILIES
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,7 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
     if should_stop():
         raise JobCanceled()
     progress(0.2, f"sampling {inp.n} images")
-    mode = inp.sampling.mode
-    if mode == "auto":
-        mode = "class_mean" if getattr(FAMILIES[meta.family], "has_class_means", lambda _: False)(model) else "prior"
+    mode = IMAGE_FAMILIES[meta.family].sampling_mode(model, inp.sampling.mode)
     images = to_uint8(FAMILIES[meta.family].sample(model, cond, seeds, temperature=inp.temperature,
                                                    device=ctx.device, mode=mode, spread=inp.sampling.spread))
     if should_stop():

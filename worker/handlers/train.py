@@ -89,7 +89,8 @@ def sample_grids(family: ImageFamily, model: Any, dataset: ImageDataset, device:
     """A grid of samples per class and one overview grid (a row per class)."""
     scale = 2 if dataset.image_size <= 32 else 1
     seeds = [seed + i for i in range(SAMPLES_PER_CLASS)]
-    per_class = [to_uint8(family.module.sample(model, cond, seeds, device=device))
+    mode = family.sampling_mode(model)
+    per_class = [to_uint8(family.module.sample(model, cond, seeds, device=device, mode=mode))
                  for cond in class_conditions(dataset)]
     out = {f"samples/{i:03d}.png": png_bytes(grid(images, 8, scale=scale)) for i, images in enumerate(per_class)}
     out["samples/all_classes.png"] = png_bytes(grid(np.concatenate([images[:8] for images in per_class]), 8,

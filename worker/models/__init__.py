@@ -27,6 +27,13 @@ class ImageFamily:
     def presets(self) -> dict[str, dict[str, Any]]:
         return self.module.PRESETS
 
+    def sampling_mode(self, model: Any, requested: str = "auto") -> str:
+        """"auto": class means where the model has fitted them (on the catalog a cvae's prior
+        samples ignore the product type), the prior otherwise."""
+        if requested != "auto":
+            return requested
+        return "class_mean" if self.encodes and cvae.has_class_means(model) else "prior"
+
 
 IMAGE_FAMILIES: dict[str, ImageFamily] = {
     "cvae": ImageFamily(cvae, cvae.CVAEConfig, train_cvae, {"train": "train_loss", "held-out": "test_loss"},

@@ -164,16 +164,14 @@ def latent_noise(seeds: list[int], latent_dim: int, temperature: float = 1.0) ->
 
 @torch.no_grad()
 def sample(model: CVAE, cond: dict[str, int], seeds: list[int], *, temperature: float = 1.0,
-           device: torch.device | str = "cpu", mode: str = "auto", spread: float = 0.5) -> torch.Tensor:
+           device: torch.device | str = "cpu", mode: str = "prior", spread: float = 0.5) -> torch.Tensor:
     """Images for one condition set, one per seed: -> [n, C, H, W] in [0, 1] on the CPU.
 
     mode "prior": z ~ N(0, temperature^2 I). mode "class_mean" (seed 003): z = the mean latent of
     the requested class plus noise of scale `spread`. On the catalog the latent carries the product
     type (the encoder sees the photo), so prior samples often ignore the type condition while
-    class-mean samples keep it; "auto" therefore means class_mean whenever the means were fitted."""
+    class-mean samples keep it (see `ImageFamily.sampling_mode`, which picks the default)."""
     model.eval()
-    if mode == "auto":
-        mode = "class_mean" if has_class_means(model) else "prior"
     if mode == "class_mean":
         z = latent_noise(seeds, model.config.latent_dim, spread).to(device)
         z = z + model.class_means[cond[model.config.mean_over]]
