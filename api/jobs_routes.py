@@ -115,6 +115,9 @@ def _check_submit(req: Any) -> str | None:
     the job runs on the version active at submit time."""
     if isinstance(req, TrainJobRequest):
         name, family = req.input.dataset, req.input.family.value
+        if req.input.base_model and family != "lm":
+            raise ValidationFailed(f"base_model is for the lm family; {family} trains from a preset",
+                                   code="unsupported_for_family", field="input.base_model")
         if name in BUILTIN_DATASETS:
             is_text = name in TEXT_DATASETS
         else:

@@ -117,6 +117,9 @@ class TrainInput(StrictModel):
     learning_rate: number(gt=0, le=1) | None = None
     max_train_examples: integer(ge=1, le=10_000_000) | None = Field(None, description="cap on training examples")
     seed: Seed | None = None
+    base_model: Annotated[str, StringConstraints(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] | None = (
+        Field(None, description="lm: fine-tune this pretrained GPT-2, a directory under ATELIER_BASE_MODELS, "
+                                "instead of training from the preset"))
     activate: Literal["auto", "always", "never"] = Field(
         "auto", description="auto: the first version of a family becomes active"
     )

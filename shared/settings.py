@@ -64,6 +64,8 @@ class Settings(BaseSettings):
 
     # --- data ---------------------------------------------------------------------------------
     datasets_dir: Path | None = Field(None, validation_alias=_env("ATELIER_DATASETS"))
+    base_models_dir: Path | None = Field(None, validation_alias=_env("ATELIER_BASE_MODELS"),
+                                         description="pretrained GPT-2 directories a `train` job may fine-tune")
     allow_dataset_download: bool = Field(True, validation_alias=_env("ATELIER_ALLOW_DATASET_DOWNLOAD"))
     var_dir: Path = Field(Path("var"), validation_alias=_env("ATELIER_VAR"))
 

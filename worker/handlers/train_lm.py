@@ -1,17 +1,22 @@
-"""The `train` job for family `lm`: a byte-level BPE learned on the training copy, a GPT-2 trained
-from a preset, and a model version under models/lm/<version>/ (weights with the tokenizer inside,
-tokenizer.json, config, metrics with held-out perplexity per epoch, a curve PNG, sample copy)."""
+"""The `train` job for family `lm`: either a byte-level BPE learned on the training copy and a GPT-2
+trained from a preset, or a pretrained GPT-2 from a local directory (`base_model`) fine-tuned; then a
+model version under models/lm/<version>/ (weights with the tokenizer inside, tokenizer.json, config,
+metrics with held-out perplexity per epoch, a curve PNG, sample copy)."""
 
 from __future__ import annotations
 
 import io
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
 
 import torch
 
+from shared.errors import JobFailure
 from shared.registry import model_prefix, parse_ref
 from shared.schemas import Job, TrainInput
+from shared.settings import Settings
 from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.datasets.store import load_pairs
@@ -37,16 +42,25 @@ def train_language_model(ctx: WorkerContext, job: Job, progress: Progress, shoul
                          seed=inp.seed if inp.seed is not None else 0,
                          max_train_examples=inp.max_train_examples or defaults.get("max_train_examples"),
                          max_eval_examples=defaults.get("max_eval_examples"))
-    progress(0.03, "learning the tokenizer")
-    # Deterministic for the same training split, so a resumed run gets the same token ids.
-    tokenizer = lm.train_tokenizer([f"{c} {d}" for c, d in train], config.vocab_size)
-    result = train_lm(config, params, train, test, tokenizer, device=ctx.device,
-                      progress=scaled(progress, 0.05, 0.9), should_stop=should_stop,
-                      checkpoint=StorageCheckpoint(ctx.storage, f"jobs/{job.id}/checkpoint.pt"))
+    if inp.base_model:
+        progress(0.03, f"loading the base model {inp.base_model}")
+        build = partial(lm.from_pretrained, base_model_dir(ctx.settings, inp.base_model), config.n_positions)
+    else:
+        progress(0.03, "learning the tokenizer")
+        # Deterministic for the same training split, so a resumed run gets the same token ids.
+        tokenizer = lm.train_tokenizer([f"{c} {d}" for c, d in train], config.vocab_size)
+        build = partial(lm.fresh, config, tokenizer)
+    try:
+        result = train_lm(build, params, train, test, device=ctx.device, progress=scaled(progress, 0.05, 0.9),
+                          should_stop=should_stop,
+                          checkpoint=StorageCheckpoint(ctx.storage, f"jobs/{job.id}/checkpoint.pt"))
+    except lm.BaseModelError as exc:
+        raise JobFailure(str(exc), code="invalid_base_model", field="input.base_model") from exc
     progress(0.92, "writing the model version")
     model = result.model
+    config, tokenizer = model.config, model.tokenizer
     samples = [{"context": c, "reference": d,
-                "generated": lm.generate(model, c, [params.seed], max_tokens=60, device=ctx.device)[0]}
+                "generated": lm.generate(model, c, [params.seed], lm.SamplingParams(max_tokens=60), ctx.device)[0]}
                for c, d in test[:SAMPLE_CONTEXTS]]
     prefix = model_prefix(family, version)
     weights = io.BytesIO()
@@ -57,7 +71,7 @@ def train_language_model(ctx: WorkerContext, job: Job, progress: Progress, shoul
                           PutItem(prefix + "tokenizer.json", tokenizer.to_str().encode(), "application/json"),
                           PutItem(prefix + "loss_curve.png", curve, "image/png")])
     ctx.storage.put_json(prefix + "config.json", {"model": asdict(config), "train": asdict(params),
-                                                  "preset": inp.preset.value})
+                                                  "preset": inp.preset.value, "base_model": inp.base_model})
     metrics = {"final": result.final, "history": result.history, "resumed_from_epoch": result.resumed_from_epoch,
                "train_examples": min(len(train), params.max_train_examples or len(train)),
                "device": str(ctx.device)}
@@ -66,7 +80,8 @@ def train_language_model(ctx: WorkerContext, job: Job, progress: Progress, shoul
     summary = {"family": family, "version": version, "ref": ref, "dataset": inp.dataset,
                "created_at": datetime.now(UTC).isoformat(), "job_id": job.id,
                "metrics": {"test_perplexity": result.final.get("test_perplexity"),
-                           "train_perplexity": result.final.get("train_perplexity"), "epochs": len(result.history)},
+                           "train_perplexity": result.final.get("train_perplexity"), "epochs": len(result.history),
+                           "base_model": inp.base_model},
                "vocabulary": {}}
     ctx.storage.put_json(prefix + "model.json", summary)  # written last: the version is complete
     active = ctx.registry.register(summary, activate=inp.activate)
@@ -77,3 +92,16 @@ def train_language_model(ctx: WorkerContext, job: Job, progress: Progress, shoul
     write_manifest(ctx.storage, job, output, seeds={"train": params.seed}, model=ref)
     ctx.storage.delete(f"jobs/{job.id}/checkpoint.pt")
     return output
+
+
+def base_model_dir(settings: Settings, name: str) -> Path:
+    """A pretrained base by name: a directory directly under ATELIER_BASE_MODELS (the name is
+    checked at submit to be one path segment, so no other part of the disk is reachable)."""
+    root = settings.base_models_dir
+    directory = root / name if root else None
+    if directory is None or not directory.is_dir():
+        available = sorted(p.name for p in root.iterdir() if p.is_dir()) if root and root.is_dir() else []
+        where = f"under {root}" if root else "(ATELIER_BASE_MODELS is not set)"
+        raise JobFailure(f"no base model {name!r} {where}; available: {available or 'none'}",
+                         code="base_model_not_found", field="input.base_model", details={"available": available})
+    return directory

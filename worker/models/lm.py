@@ -3,14 +3,17 @@ on the product copy itself (`tokenizers`). A training example reads
 
     <|context|> Vero Moda Women Black Solid Jumpsuit <|description|> Black solid jumpsuit, has ... <|end|>
 
-and generation starts from "<|context|> {prompt} <|description|>". The config dataclass travels in
-every checkpoint with the tokenizer's JSON, so a checkpoint rebuilds its own model. No I/O and no
-network here: a pretrained base, when used, is passed in as a local directory by the caller.
+and generation starts from "<|context|> {prompt} <|description|>". Two ways to a model: a preset
+config with a tokenizer learned on the corpus (`build_model`), or a pretrained GPT-2 saved in a local
+directory, its tokenizer extended with the special tokens (`from_pretrained`; never the network).
+The config dataclass and the full GPT-2 config travel in every checkpoint with the tokenizer's JSON,
+so a checkpoint rebuilds its own model.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +30,7 @@ class LMConfig:
     n_layer: int = 4
     n_head: int = 4
     dropout: float = 0.1
+    base_model: str | None = None  # the pretrained base this model was fine-tuned from, if any
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -61,6 +65,7 @@ def special_id(tokenizer: Any, token: str) -> int:
 
 
 def build_model(config: LMConfig, tokenizer: Any) -> torch.nn.Module:
+    """A randomly initialised GPT-2 of the config's size over the tokenizer's vocabulary."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     gpt2 = GPT2Config(vocab_size=tokenizer.get_vocab_size(), n_positions=config.n_positions, n_embd=config.n_embd,
@@ -69,6 +74,42 @@ def build_model(config: LMConfig, tokenizer: Any) -> torch.nn.Module:
                       bos_token_id=special_id(tokenizer, CONTEXT), eos_token_id=special_id(tokenizer, END),
                       pad_token_id=special_id(tokenizer, PAD))
     return GPT2LMHeadModel(gpt2)
+
+
+def fresh(config: LMConfig, tokenizer: Any) -> LanguageModel:
+    return LanguageModel(config, tokenizer, build_model(config, tokenizer))
+
+
+class BaseModelError(ValueError):
+    """The directory given as a pretrained base is not a usable GPT-2."""
+
+
+def from_pretrained(directory: Path, max_positions: int) -> LanguageModel:
+    """A GPT-2 saved with `save_pretrained` (config.json, weights, and tokenizer.json or
+    vocab.json + merges.txt), its tokenizer given the special tokens and its embeddings resized to
+    match. Loaded with local_files_only: a missing file is an error, never a download."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    try:
+        model = GPT2LMHeadModel.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
+        if (directory / "tokenizer.json").is_file():
+            tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True).backend_tokenizer
+    except (OSError, ValueError, KeyError) as exc:
+        raise BaseModelError(f"{directory.name}: not a GPT-2 model directory ({exc})") from exc
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)
+    model.resize_token_embeddings(tokenizer.get_vocab_size())
+    for name, token in (("bos_token_id", CONTEXT), ("eos_token_id", END), ("pad_token_id", PAD)):
+        setattr(model.config, name, special_id(tokenizer, token))
+    cfg = model.config
+    config = LMConfig(vocab_size=tokenizer.get_vocab_size(), n_positions=min(cfg.n_positions, max_positions),
+                      n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head, dropout=cfg.resid_pdrop,
+                      base_model=directory.name)
+    return LanguageModel(config, tokenizer, model)
 
 
 def encode_pair(tokenizer: Any, context: str, description: str, max_len: int) -> tuple[list[int], int]:
@@ -99,36 +140,87 @@ class LanguageModel:
 
 
 def to_checkpoint(lm: LanguageModel) -> dict[str, Any]:
-    return {"family": "lm", "config": asdict(lm.config), "tokenizer": lm.tokenizer.to_str(),
+    return {"family": "lm", "config": asdict(lm.config), "gpt2": lm.model.config.to_dict(),
+            "tokenizer": lm.tokenizer.to_str(),
             "state_dict": {k: v.detach().cpu() for k, v in lm.model.state_dict().items()}}
 
 
 def from_checkpoint(checkpoint: dict[str, Any]) -> LanguageModel:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
     config = LMConfig(**checkpoint["config"])
     tokenizer = tokenizer_from_json(checkpoint["tokenizer"])
-    model = build_model(config, tokenizer)
+    # The full GPT-2 config (a fine-tuned base may differ from ours in more than the sizes);
+    # checkpoints written before it was stored rebuild from the dataclass.
+    gpt2 = checkpoint.get("gpt2")
+    model = GPT2LMHeadModel(GPT2Config.from_dict(gpt2)) if gpt2 else build_model(config, tokenizer)
     model.load_state_dict(checkpoint["state_dict"])
     return LanguageModel(config, tokenizer, model.eval())
 
 
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 80
+    temperature: float = 0.8  # 0 = greedy
+    top_p: float = 0.95
+    top_k: int = 50  # 0 = no top-k cut
+    repetition_penalty: float = 1.1  # 1 = none; as in CTRL: divides positive logits, multiplies negative ones
+
+
+def filter_logits(logits: torch.Tensor, seen: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """[B, V] next-token logits -> logits with the penalty, temperature, top-k and top-p applied
+    (removed tokens at -inf). `seen` [B, V] marks tokens already in each row."""
+    if params.repetition_penalty != 1.0:
+        penalised = torch.where(logits > 0, logits / params.repetition_penalty, logits * params.repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
+    logits = logits / max(params.temperature, 1e-5)
+    if 0 < params.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, params.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        ordered, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
+        drop = cumulative - torch.softmax(ordered, dim=-1) >= params.top_p  # keep the token that crosses p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
 @torch.no_grad()
-def generate(lm: LanguageModel, context: str, seeds: list[int], *, max_tokens: int = 80, temperature: float = 0.8,
-             top_p: float = 0.95, top_k: int = 50, repetition_penalty: float = 1.1,
+def generate(lm: LanguageModel, context: str, seeds: list[int], params: SamplingParams | None = None,
              device: torch.device | str = "cpu") -> list[str]:
-    """One description per seed for a context; the same seed gives the same text. One sampling call
-    per seed, so a description never depends on which other seeds were asked for with it."""
+    """One description per seed for a context, all rows in one batch. Each row samples from its own
+    generator seeded by its seed, so the same (model, context, seed, params) gives the same text."""
+    params = params or SamplingParams()
     lm.model.eval()
     ids = prompt_ids(lm.tokenizer, context, lm.config.n_positions)
-    max_new = max(1, min(max_tokens, lm.config.n_positions - len(ids)))
-    end = special_id(lm.tokenizer, END)
-    texts = []
-    # One seed per row: sampling is seeded per row so a description does not depend on the batch.
-    for seed in seeds:
-        torch.manual_seed(seed)
-        out = lm.model.generate(torch.tensor([ids], device=device), do_sample=temperature > 0,
-                                temperature=max(temperature, 1e-5), top_p=top_p, top_k=top_k,
-                                repetition_penalty=repetition_penalty, max_new_tokens=max_new,
-                                eos_token_id=end, pad_token_id=special_id(lm.tokenizer, PAD))
-        new = [t for t in out[0, len(ids):].tolist() if t != end]
-        texts.append(lm.tokenizer.decode(new).strip())
-    return texts
+    max_new = max(1, min(params.max_tokens, lm.config.n_positions - len(ids)))
+    end, pad = special_id(lm.tokenizer, END), special_id(lm.tokenizer, PAD)
+    rows = len(seeds)
+    generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+    tokens = torch.tensor([ids] * rows, device=device)  # [B, T]: every row starts from the same prompt
+    vocab = lm.model.config.vocab_size
+    # The penalty covers generated tokens only: a description should repeat the name's colour and type.
+    seen = torch.zeros(rows, vocab, dtype=torch.bool, device=device)
+    done = torch.zeros(rows, dtype=torch.bool)
+    out: list[list[int]] = [[] for _ in seeds]
+    past, step_input = None, tokens
+    for step in range(max_new):
+        mask = torch.ones(rows, len(ids) + step, dtype=torch.long, device=device)  # no padding: all ones
+        result = lm.model(input_ids=step_input, attention_mask=mask, past_key_values=past, use_cache=True)
+        past = result.past_key_values
+        logits = filter_logits(result.logits[:, -1, :vocab].float(), seen, params).cpu()  # [B, V]
+        if params.temperature == 0:
+            chosen = logits.argmax(dim=-1)
+        else:
+            probs = torch.softmax(logits, dim=-1)
+            chosen = torch.cat([torch.multinomial(probs[r], 1, generator=generators[r]) for r in range(rows)])
+        chosen = torch.where(done, torch.full_like(chosen, pad), chosen)
+        for r in range(rows):
+            if not done[r] and int(chosen[r]) != end:
+                out[r].append(int(chosen[r]))
+        done |= chosen == end
+        if bool(done.all()):
+            break
+        step_input = chosen.to(device)[:, None]
+        seen[torch.arange(rows), step_input[:, 0]] = True
+    return [lm.tokenizer.decode(row).strip() for row in out]

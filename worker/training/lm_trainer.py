@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from shared.errors import JobCanceled
-from worker.models.lm import LanguageModel, LMConfig, build_model, encode_pair, special_id
+from worker.models.lm import LanguageModel, encode_pair, special_id
 from worker.training.common import CheckpointIO, Progress, ShouldStop, TrainParams, TrainResult
 
 log = logging.getLogger(__name__)
@@ -53,11 +52,13 @@ def perplexity(lm: LanguageModel, pairs: Sequence[tuple[str, str]], batch_size: 
     return math.exp(total / max(count, 1))
 
 
-def train_lm(config: LMConfig, params: TrainParams, train: Sequence[tuple[str, str]], test: Sequence[tuple[str, str]],
-             tokenizer: Any, *, device: torch.device, progress: Progress, should_stop: ShouldStop,
+def train_lm(build: Callable[[], LanguageModel], params: TrainParams, train: Sequence[tuple[str, str]],
+             test: Sequence[tuple[str, str]], *, device: torch.device, progress: Progress, should_stop: ShouldStop,
              checkpoint: CheckpointIO | None = None) -> TrainResult:
+    """Trains the model `build` returns: a fresh one from a preset, or a pretrained base to fine-tune
+    (called after seeding, so a fresh model's initial weights follow the seed)."""
     torch.manual_seed(params.seed)
-    lm = LanguageModel(config, tokenizer, build_model(config, tokenizer).to(device))
+    lm = build().to(device)
     optimizer = torch.optim.AdamW(lm.model.parameters(), lr=params.learning_rate, weight_decay=0.01)
     train = list(train)[: params.max_train_examples] if params.max_train_examples else list(train)
     test = list(test)[: params.max_eval_examples] if params.max_eval_examples else list(test)
