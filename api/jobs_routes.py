@@ -22,6 +22,7 @@ from shared.schemas import (
     IMAGE_FAMILIES,
     SEED_MAX,
     TEXT_DATASETS,
+    DescribeJobRequest,
     Endpoint,
     ErrorResponse,
     GenerateImagesJobRequest,
@@ -138,6 +139,12 @@ def _check_submit(req: Any) -> str | None:
                                    field="input.source_prefix")
         return None
     inp = req.input
+    if isinstance(req, DescribeJobRequest):
+        model = services().registry.resolve(inp.model, default_family="lm")
+        if model.family != "lm":
+            raise ValidationFailed(f"{model.ref} is not a language model; describe needs an lm version",
+                                   code="wrong_model_family", field="input.model")
+        return model.ref
     model = services().registry.resolve(inp.model, default_family=inp.family.value)
     if model.family not in IMAGE_FAMILIES:
         raise ValidationFailed(f"{model.ref} is not an image model; use one of {', '.join(IMAGE_FAMILIES)}",
@@ -148,6 +155,13 @@ def _check_submit(req: Any) -> str | None:
         if inp.sampling.mode == "class_mean" and model.family not in ENCODER_FAMILIES:
             raise ValidationFailed(f"class_mean sampling needs a model with an encoder; {model.ref} has none",
                                    code="unsupported_for_family", field="input.sampling.mode")
+        if inp.descriptions:
+            writer = services().registry.resolve(inp.description_model, default_family="lm",
+                                                 field="input.description_model")
+            if writer.family != "lm":
+                raise ValidationFailed(f"{writer.ref} is not a language model", code="wrong_model_family",
+                                       field="input.description_model")
+            inp.description_model = writer.ref  # pinned: a redelivered job writes with the same version
     elif isinstance(req, HybridJobRequest):
         _check_endpoint(model, inp.a, "input.a")
         _check_endpoint(model, inp.b, "input.b")
@@ -171,8 +185,9 @@ def submit(req: Any) -> Response:
     if idem is not None and not _IDEMPOTENCY_KEY.match(idem):
         raise AtelierError("Idempotency-Key must be 1..255 printable ASCII characters",
                            code="invalid_header", field="Idempotency-Key")
-    model = _check_submit(req)
+    # Fingerprint what the caller sent, before any model version is pinned into the input.
     fingerprint = request_fingerprint(req.model_dump(mode="json", exclude_none=True))
+    model = _check_submit(req)
     job_input = req.input.model_dump(mode="json", exclude_none=True)
     # A seed is always recorded, so every job can be reproduced from its record and manifest.
     job_input.setdefault("seed", secrets.randbelow(SEED_MAX + 1))

@@ -29,6 +29,7 @@ JOB_TASKS: dict[JobType, TaskSpec] = {
     JobType.GENERATE_IMAGES: TaskSpec("atelier.generate_images", INTERACTIVE),
     JobType.HYBRID: TaskSpec("atelier.hybrid", INTERACTIVE),
     JobType.TRAVERSE: TaskSpec("atelier.traverse", INTERACTIVE),
+    JobType.DESCRIBE: TaskSpec("atelier.describe", INTERACTIVE),
     JobType.IMPORT_DATASET: TaskSpec("atelier.import_dataset", BATCH),
 }
 

@@ -62,19 +62,20 @@ class ModelRegistry:
         version = self.redis.hget(_ACTIVE, family)
         return self.get(family, version) if version else None
 
-    def resolve(self, ref: str | None, default_family: str) -> ModelVersion:
-        """A model reference ("cvae@v2") or the active version of the default family."""
+    def resolve(self, ref: str | None, default_family: str, field: str = "input.model") -> ModelVersion:
+        """A model reference ("cvae@v2") or the active version of the default family; errors name
+        `field`, the input that asked for the model."""
         if ref:
             family, version = parse_ref(ref)
             found = self.get(family, version)
             if found is None:
                 raise NotFound(f"model {ref} does not exist; GET /v1/models lists them",
-                               code="model_not_found", field="input.model")
+                               code="model_not_found", field=field)
             return found
         found = self.active(default_family)
         if found is None:
             raise Conflict(f"no {default_family} model is active yet: submit a train job first",
-                           code="no_active_model", field="input.model")
+                           code="no_active_model", field=field)
         return found
 
     def list(self, family: str | None = None) -> list[ModelVersion]:

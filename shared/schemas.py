@@ -53,6 +53,7 @@ class JobType(StrEnum):
     IMPORT_DATASET = "import_dataset"
     HYBRID = "hybrid"
     TRAVERSE = "traverse"
+    DESCRIBE = "describe"
 
 
 class Family(StrEnum):
@@ -170,10 +171,60 @@ class GenerateImagesInput(StrictModel):
     family: Family = Field(Family.CVAE, description="family whose active model is used when `model` is not given")
     temperature: number(ge=0.0, le=3.0) = Field(1.0, description="scale of the latent noise")
     sampling: Sampling = Field(default_factory=Sampling)
+    descriptions: integer(ge=0, le=64) = Field(
+        0, description="give the first k images each its own description, written by the language model from "
+                       "the interpreted prompt and its unmapped words")
+    description_model: ModelRef | None = Field(None, description="lm version for `descriptions`; default: the "
+                                                                 "active lm when the job is submitted")
 
     @model_validator(mode="after")
     def _one_source(self) -> GenerateImagesInput:
+        if self.descriptions > self.n:
+            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+                type=PydanticCustomError("too_many", f"at most n ({self.n}) descriptions, one per image"),
+                loc=("descriptions",), input=self.descriptions)])
         return require_exactly_one(self, "conditions", "prompt")
+
+
+class AttributesInput(StrictModel):
+    """A product described by its parts instead of free text."""
+
+    type: Annotated[str, StringConstraints(min_length=1, max_length=60)] | None = Field(
+        None, description='product type, e.g. "Jumpsuit" or "jumpsuit"')
+    colour: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = Field(
+        None, description='e.g. "Black" or "navy"')
+    details: list[Annotated[str, StringConstraints(min_length=1, max_length=60)]] = Field(
+        default_factory=list, max_length=10, description='e.g. ["short sleeves", "v-neck"]')
+    brand: Annotated[str, StringConstraints(min_length=1, max_length=60)] | None = None
+    gender: Literal["Men", "Women", "Boys", "Girls", "Unisex"] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> AttributesInput:
+        if self.type is None and self.colour is None and not self.details:
+            raise ValueError("give at least one of type, colour or details")
+        return self
+
+
+class SamplingText(StrictModel):
+    max_tokens: integer(ge=8, le=200) = Field(80, description="longest description, in tokens")
+    temperature: number(ge=0.0, le=2.0) = Field(0.8, description="0: greedy (the same text for every seed)")
+    top_p: number(gt=0.0, le=1.0) = 0.95
+    top_k: integer(ge=0, le=1000) = Field(50, description="0: no top-k cut")
+    repetition_penalty: number(ge=1.0, le=2.0) = Field(1.1, description="on tokens already generated")
+
+
+class DescribeInput(SamplingText):
+    model_config = exactly_one_of("prompt", "attributes")
+
+    prompt: Prompt = Field(None, description='free text, e.g. "black short sleeve jumpsuit"')
+    attributes: AttributesInput = None
+    n: integer(ge=1, le=16) = Field(4, description="descriptions to generate; they come back ranked")
+    seed: Seed | None = None
+    model: ModelRef | None = Field(None, description="default: the active lm")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DescribeInput:
+        return require_exactly_one(self, "prompt", "attributes")
 
 
 class Endpoint(StrictModel):
@@ -282,11 +333,17 @@ class TraverseJobRequest(StrictModel):
     webhook: Webhook | None = None
 
 
+class DescribeJobRequest(StrictModel):
+    type: Literal["describe"]
+    input: DescribeInput
+    webhook: Webhook | None = None
+
+
 class JobRequest(RootModel):
     """POST /v1/jobs body: the job type selects the input schema."""
 
     root: Annotated[TrainJobRequest | GenerateImagesJobRequest | ImportDatasetJobRequest | HybridJobRequest
-                    | TraverseJobRequest, Field(discriminator="type")]
+                    | TraverseJobRequest | DescribeJobRequest, Field(discriminator="type")]
 
 
 INPUT_SCHEMAS: dict[JobType, type[StrictModel]] = {
@@ -295,6 +352,7 @@ INPUT_SCHEMAS: dict[JobType, type[StrictModel]] = {
     JobType.IMPORT_DATASET: ImportDatasetInput,
     JobType.HYBRID: HybridInput,
     JobType.TRAVERSE: TraverseInput,
+    JobType.DESCRIBE: DescribeInput,
 }
 
 

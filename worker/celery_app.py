@@ -14,6 +14,7 @@ from shared.queue import JOB_TASKS, REAP_TASK, make_celery, time_limit_s
 from shared.schemas import JobType
 from shared.settings import Settings
 from worker.context import WorkerContext
+from worker.handlers.describe import describe
 from worker.handlers.explore import hybrid, traverse
 from worker.handlers.generate import generate_images
 from worker.handlers.import_dataset import import_dataset
@@ -29,6 +30,7 @@ HANDLERS: dict[JobType, Handler] = {
     JobType.IMPORT_DATASET: import_dataset,
     JobType.HYBRID: hybrid,
     JobType.TRAVERSE: traverse,
+    JobType.DESCRIBE: describe,
 }
 
 

@@ -57,6 +57,7 @@ class WorkerContext:
         self.models = LRUCache(settings.model_cache_size)
         self.datasets = LRUCache(2)
         self.vocabularies = LRUCache(32)  # prompt-interpreter tables per model version
+        self.copy_indexes = LRUCache(2)  # training copy of description models, for the copy check
 
     @cached_property
     def store(self) -> JobStore:
@@ -102,3 +103,14 @@ class WorkerContext:
         kind, colour = roles["type"], roles.get("colour")
         return self.vocabularies.get_or_load(ref, lambda: self.interpreter.vocabulary(
             vocabulary[kind], vocabulary.get(colour, []) if colour else []))
+
+    def copy_index(self, dataset: str) -> Any:
+        """The training descriptions of a dataset indexed for the copy check, built once."""
+        from worker.datasets.store import load_pairs
+        from worker.description_scoring import CopyIndex
+
+        def build() -> Any:
+            train, _ = load_pairs(dataset, self.storage, self.settings, lambda *_: None)
+            return CopyIndex(description for _, description in train)
+
+        return self.copy_indexes.get_or_load(dataset, build)

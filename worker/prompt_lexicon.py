@@ -115,9 +115,59 @@ DETAIL_PHRASES = frozenset({
     "short sleeve", "short sleeves", "short sleeved", "long sleeve", "long sleeves", "long sleeved",
     "half sleeve", "half sleeves", "full sleeve", "full sleeves", "cap sleeve", "cap sleeves",
     "three quarter sleeve", "sleeveless", "short length", "knee length", "ankle length", "top stitched",
-    "high top", "low top", "shirt collar", "dress code",
+    "high top", "low top", "shirt collar", "polo collar", "dress code", "half sleeved", "full sleeved",
+    "cap sleeved", "shirt style",
 })
 
 # After one of these words a product type is a detail of the product named before it
 # ("jumpsuit with short sleeves", "dress in a shirt style").
 PREPOSITIONS = frozenset({"with", "without", "in", "featuring", "having", "plus", "under", "over"})
+
+# Garment details a description is checked for: canonical name -> (exclusive group or None, phrases).
+# Within a group the details exclude each other: copy that says "long sleeves" for a short-sleeve
+# request contradicts it. Patterns, fabrics and closures combine freely (group None).
+DETAILS: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "short sleeves": ("sleeves", ("short sleeve", "short sleeved", "half sleeve", "half sleeved")),
+    "long sleeves": ("sleeves", ("long sleeve", "long sleeved", "full sleeve", "full sleeved")),
+    "three-quarter sleeves": ("sleeves", ("three quarter sleeve", "three fourth sleeve", "3 4 sleeve",
+                                          "3 4th sleeve", "elbow sleeve")),
+    "sleeveless": ("sleeves", ("sleeveless", "strapless", "no sleeve")),
+    "cap sleeves": ("sleeves", ("cap sleeve",)),
+    "v-neck": ("neck", ("v neck", "v necked", "vneck", "v neckline")),
+    "round neck": ("neck", ("round neck", "crew neck", "crewneck", "round neckline")),
+    "shirt collar": ("neck", ("shirt collar", "spread collar", "button down collar", "cutaway collar")),
+    "mandarin collar": ("neck", ("mandarin collar", "band collar", "nehru collar", "chinese collar")),
+    "polo collar": ("neck", ("polo collar",)),
+    "hooded": ("neck", ("hood", "hooded")),
+    "high neck": ("neck", ("high neck", "turtle neck", "mock neck", "turtleneck")),
+    "boat neck": ("neck", ("boat neck", "bateau neck")),
+    "square neck": ("neck", ("square neck",)),
+    "sweetheart neck": ("neck", ("sweetheart neck",)),
+    "off-shoulder": ("neck", ("off shoulder", "off the shoulder", "bardot")),
+    "halter neck": ("neck", ("halter neck", "halter")),
+    "midi": ("length", ("midi", "midi length", "calf length")),
+    "mini": ("length", ("mini", "above knee", "above the knee")),
+    "knee length": ("length", ("knee length",)),
+    "ankle length": ("length", ("ankle length", "floor length", "full length")),
+    "solid": (None, ("solid", "plain")),
+    "printed": (None, ("printed", "print")),
+    "striped": (None, ("striped", "stripe", "pinstriped")),
+    "checked": (None, ("checked", "check", "plaid", "tartan", "gingham")),
+    "floral": (None, ("floral", "flower", "flowered")),
+    "embroidered": (None, ("embroidered", "embroidery")),
+    "polka dots": (None, ("polka dot", "polka dotted", "polka")),
+    "colourblocked": (None, ("colourblocked", "colorblocked", "colour blocked", "color blocked", "colourblock")),
+    "sequinned": (None, ("sequinned", "sequined", "sequin")),
+    "slim fit": (None, ("slim fit", "skinny fit", "slim")),
+    "regular fit": (None, ("regular fit",)),
+    "relaxed fit": (None, ("relaxed fit", "loose fit", "oversized", "relaxed")),
+    "zip": (None, ("zip", "zipper", "zipped")),
+    "buttons": (None, ("button", "buttoned", "button placket")),
+    "pockets": (None, ("pocket",)),
+    "belted": (None, ("belted", "waist tie up", "tie up belt")),
+    "cotton": (None, ("cotton",)),
+    "linen": (None, ("linen",)),
+    "leather": (None, ("leather",)),
+    "silk": (None, ("silk", "silky")),
+    "wool": (None, ("wool", "woollen", "woolen")),
+}

@@ -17,8 +17,9 @@ from worker.datasets.store import load_dataset
 from worker.prompts import not_understood
 
 
-def pinned_model(ctx: WorkerContext, job: Job, requested: str | None) -> ModelVersion:
-    ref = job.model or requested
+def pinned_model(ctx: WorkerContext, job: Job | None, requested: str | None) -> ModelVersion:
+    """The job's model version (pinned at submit), or `requested` for a second model it uses."""
+    ref = (job.model if job else None) or requested
     if not ref:
         raise JobFailure("the job has no model version", code="no_active_model")
     family, version = parse_ref(ref)

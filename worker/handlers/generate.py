@@ -1,6 +1,7 @@
 """The `generate_images` job: explicit conditions or a free-text prompt -> n images from a pinned
 model version, one PNG per image with its own seed, a contact sheet and the manifest. With
-`dry_run` it only reports how the prompt was interpreted."""
+`dry_run` it only reports how the prompt was interpreted. With `descriptions: k` the first k images
+each get product copy from the language model, written from the same request and the image's seed."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from functools import partial
 
 from shared.conditions import resolve_conditions
 from shared.errors import JobCanceled
-from shared.schemas import GenerateImagesInput, Job
+from shared.schemas import AttributesInput, GenerateImagesInput, Job, ModelVersion
 from shared.storage import PutItem
 from worker.context import WorkerContext
+from worker.describing import from_attributes, from_prompt, write_copy
 from worker.handlers.common import Progress, ShouldStop, write_manifest
-from worker.handlers.conditioning import interpret_prompt, names_of, pinned_model
+from worker.handlers.conditioning import interpret_prompt, names_of, pinned_model, roles_of
 from worker.images import grid, png_bytes, to_uint8
-from worker.models import FAMILIES, IMAGE_FAMILIES
+from worker.models import FAMILIES, IMAGE_FAMILIES, lm
 
 log = logging.getLogger(__name__)
 
@@ -73,5 +75,26 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
     if interpreted is not None:
         output["prompt"] = inp.prompt
         output["interpreted"] = interpreted
+    if inp.descriptions:
+        if should_stop():
+            raise JobCanceled()
+        progress(0.8, f"writing {inp.descriptions} descriptions")
+        output["description_model"] = inp.description_model
+        for image, copy in zip(output["images"], _descriptions(ctx, inp, meta, names, seeds[:inp.descriptions]),
+                               strict=False):
+            image["description"] = copy
     write_manifest(ctx.storage, job, output, seeds={"base": seed, "per_image": seeds}, model=ref)
     return output
+
+
+def _descriptions(ctx: WorkerContext, inp: GenerateImagesInput, meta: ModelVersion, names: dict[str, str],
+                  seeds: list[int]) -> list[dict]:
+    """Copy for the images: from the prompt (its unmapped words included), or from the conditions."""
+    writer = pinned_model(ctx, None, inp.description_model)
+    if inp.prompt is not None:
+        request = from_prompt(ctx, inp.prompt)
+    else:
+        roles = roles_of(meta)
+        request = from_attributes(AttributesInput(type=names.get(roles["type"]),
+                                                  colour=names.get(roles.get("colour", ""))))
+    return write_copy(ctx, writer.ref, writer.dataset, request, seeds, lm.SamplingParams())

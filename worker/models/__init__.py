@@ -1,4 +1,4 @@
-"""Image model families. Each module holds a config dataclass, the nn.Module (no I/O),
+"""Model families. Each image module holds a config dataclass, the nn.Module (no I/O),
 `sample`/`decode`/`embed` and `to_checkpoint`/`from_checkpoint`, the config travelling inside every
 checkpoint. `IMAGE_FAMILIES` says, once, how each family is built, trained and plotted."""
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from worker.models import cgan, cvae
+from worker.models import cgan, cvae, lm
 from worker.training.cgan_trainer import train_cgan
 from worker.training.cvae_trainer import train_cvae
 
@@ -41,4 +41,5 @@ IMAGE_FAMILIES: dict[str, ImageFamily] = {
     "cgan": ImageFamily(cgan, cgan.CGANConfig, train_cgan, {"discriminator": "d_loss", "generator": "g_loss"},
                         "hinge loss", encodes=False),
 }
-FAMILIES: dict[str, ModuleType] = {name: family.module for name, family in IMAGE_FAMILIES.items()}
+# Every family by name, for loading checkpoints (the description model included).
+FAMILIES: dict[str, ModuleType] = {name: family.module for name, family in IMAGE_FAMILIES.items()} | {"lm": lm}

@@ -1,0 +1,97 @@
+"""Writing product copy for a request: what was asked for (a prompt read by the interpreter, or
+explicit attributes) -> the context the language model is given, one description per seed, each
+scored (adherence, similarity to the request, copy check). Shared by the `describe` job and by
+`generate_images` with `descriptions: k`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shared.schemas import AttributesInput, SamplingText
+from worker.context import WorkerContext
+from worker.description_scoring import Requested, adherence, details_in, fold, lexicon, similarities
+from worker.models import lm
+from worker.prompts import Interpretation
+
+LEXICON_REF = "lm:text-lexicon"  # cache key of the interpreter tables built from the lexicon
+
+
+@dataclass(frozen=True)
+class CopyRequest:
+    """What the model is asked for and what its copy is checked against."""
+
+    context: str  # the product-name-like line the model continues, e.g. "Women Black Short Sleeve Jumpsuit"
+    query: str  # what similarity is measured against: the prompt as typed, or the context
+    requested: Requested
+    interpreted: dict[str, Any] | None = None
+
+
+def _title(text: str) -> str:
+    return " ".join(w if any(c.isupper() for c in w) else w.capitalize() for w in text.split())
+
+
+def _canonical(text: str, table: dict[tuple[str, ...], frozenset[str]], preferred: list[str]) -> str | None:
+    """The catalog spelling of a type or colour word ("tee" -> Tshirts), None when no table has it."""
+    values = table.get(fold(text), frozenset())
+    return min(values & set(preferred), default=min(values, default=None))
+
+
+def from_interpretation(prompt: str, result: Interpretation) -> CopyRequest:
+    """A prompt the interpreter has read, rewritten in the order of a product name: the unmapped
+    words (brand, gender, fabric) first, then colour, details ("short sleeve") and the product type
+    as the prompt named it. A product type it did not understand is not checked, and the prompt
+    then goes to the model as typed."""
+    kind = result.type if result.understood else None
+    colour = result.colour if result.colour is not None and result.colour.how != "default" else None
+    requested = Requested(kind.value if kind else None, colour.value if colour else None, tuple(details_in(prompt)))
+    if kind is None:
+        context = " ".join(prompt.split())
+    else:
+        details = [phrase for phrase in result.unmapped if details_in(phrase)]
+        others = [phrase for phrase in result.unmapped if phrase not in details]
+        context = _title(" ".join([*others, colour.value if colour else "", *details, kind.matched]))
+    interpreted = {"type": kind.public() if kind else None, "colour": colour.public() if colour else None,
+                   "unmapped": result.unmapped}
+    return CopyRequest(context, prompt, requested, interpreted)
+
+
+def from_prompt(ctx: WorkerContext, prompt: str) -> CopyRequest:
+    lex = lexicon()
+    vocab = ctx.vocabulary(LEXICON_REF, {"type": lex.type_values, "colour": lex.colour_values},
+                           {"type": "type", "colour": "colour"})
+    return from_interpretation(prompt, ctx.interpreter.interpret(prompt, vocab))
+
+
+def from_attributes(attrs: AttributesInput) -> CopyRequest:
+    """Explicit attributes; a type or colour the tables do not know is checked by its words."""
+    lex = lexicon()
+    kind = _canonical(attrs.type, lex.types, lex.type_values) if attrs.type else None
+    colour = _canonical(attrs.colour, lex.colours, lex.colour_values) if attrs.colour else None
+    details = [d for text in attrs.details for d in (details_in(text) or [text])]
+    details += [text for text, known in ((attrs.type, kind), (attrs.colour, colour)) if text and not known]
+    context = _title(" ".join(filter(None, [attrs.brand, attrs.gender, attrs.colour, *attrs.details, attrs.type])))
+    return CopyRequest(context, context, Requested(kind, colour, tuple(dict.fromkeys(details))))
+
+
+def sampling_params(inp: SamplingText) -> lm.SamplingParams:
+    return lm.SamplingParams(max_tokens=inp.max_tokens, temperature=inp.temperature, top_p=inp.top_p,
+                             top_k=inp.top_k, repetition_penalty=inp.repetition_penalty)
+
+
+def write_copy(ctx: WorkerContext, ref: str, dataset: str, request: CopyRequest, seeds: list[int],
+               params: lm.SamplingParams) -> list[dict[str, Any]]:
+    """One scored description per seed, in seed order."""
+    model = ctx.load_model(ref)
+    texts = lm.generate(model, request.context, seeds, params, device=ctx.device)
+    sims = similarities(ctx.interpreter.encoder, request.query, texts)
+    index = ctx.copy_index(dataset)
+    return [{"seed": seed, "text": text, "adherence": adherence(text, request.requested).public(),
+             "similarity": round(sim, 3), "copy": index.check(text).public()}
+            for seed, text, sim in zip(seeds, texts, sims, strict=True)]
+
+
+def ranked(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Best first: not a copy, then adherence, then similarity to the request."""
+    order = sorted(candidates, key=lambda c: (c["copy"]["flagged"], -c["adherence"]["score"], -c["similarity"]))
+    return [{"rank": i + 1, **c} for i, c in enumerate(order)]
