@@ -29,6 +29,7 @@ def test_good_copy_adheres(text: str) -> None:
     ("Black solid jumpsuit, has a round neck, long sleeves", "detail:short sleeves", "sleeves"),
     ("Solid jumpsuit, has a round neck, short sleeves", "colour", None),
     ("Black solid jumpsuit, has a round neck and a zip closure", "detail:short sleeves", None),
+    ("Design Details: a pair of navy blue playsuits, has short sleeves", "colour", "colour"),  # after a label
 ])
 def test_bad_copy_is_caught(text: str, missing: str, contradiction: str | None) -> None:
     result = adherence(text, JUMPSUIT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from worker.datasets.descriptions import (
@@ -13,6 +14,7 @@ from worker.datasets.descriptions import (
     colour_from_name,
     read_csv,
     split_glued_sentences,
+    vary_context,
 )
 
 
@@ -76,3 +78,10 @@ def test_real_myntra_rows(tmp_path: Path) -> None:
     for p in pairs:
         by_text.setdefault(p.description.lower(), set()).add(p.split)
     assert all(len(splits) == 1 for splits in by_text.values())  # no template on both sides
+
+
+def test_training_contexts_vary_like_typed_prompts() -> None:
+    rng = np.random.default_rng(0)
+    seen = {vary_context("Roadster Women Black Solid Jumpsuit", rng) for _ in range(200)}
+    assert seen == {"Roadster Women Black Solid Jumpsuit", "Women Black Solid Jumpsuit", "Black Solid Jumpsuit"}
+    assert vary_context("INCOLOR 18 IN 1 Eyeshadow Kit 2", rng) == "INCOLOR 18 IN 1 Eyeshadow Kit 2"

@@ -1,4 +1,5 @@
-"""The description model trained over HTTP on the Myntra demo copy (tiny preset: seconds)."""
+"""The description model over HTTP: trained on the Myntra demo copy (tiny preset: seconds), then
+`describe` jobs and images with descriptions."""
 
 from __future__ import annotations
 
@@ -13,13 +14,18 @@ from tests.support import Client
 pytestmark = pytest.mark.e2e
 
 
-def test_train_the_description_model(client: Client, worker, catalog_available: Path) -> None:
+@pytest.fixture(scope="module")
+def trained_lm(client: Client, worker, catalog_available: Path) -> dict:
     if not (catalog_available / "myntra-products-catalog").is_dir():
         pytest.skip("ATELIER_DATASETS/myntra-products-catalog is not available")
     job = client.submit("train", {"family": "lm", "dataset": "descriptions", "preset": "tiny", "seed": 2})
     done = client.wait(job["id"], timeout=300)
     assert done["status"] == "succeeded", (done, worker.tail())
-    output = done["output"]
+    return done["output"]
+
+
+def test_train_the_description_model(client: Client, trained_lm: dict) -> None:
+    output = trained_lm
     assert output["model"].startswith("lm@") and output["metrics"]["epochs"] == 1
     assert 1 < output["metrics"]["test_perplexity"] < 10_000
     assert len(output["samples"]) == 6 and all(s["generated"] for s in output["samples"])
@@ -35,3 +41,82 @@ def test_train_the_description_model(client: Client, worker, catalog_available: 
     wrong = client.http.post(f"{client.base}/v1/jobs", json={"type": "train", "input": {
         "family": "lm", "dataset": "catalog"}}, timeout=10)
     assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "wrong_dataset_format"
+
+    # a pretrained base is only for lm, and must exist under ATELIER_BASE_MODELS
+    base_on_cvae = client.http.post(f"{client.base}/v1/jobs", json={"type": "train", "input": {
+        "family": "cvae", "dataset": "fashion-mnist", "base_model": "gpt2"}}, timeout=10)
+    assert base_on_cvae.status_code == 422 and base_on_cvae.json()["error"]["field"] == "input.base_model"
+    outside = client.http.post(f"{client.base}/v1/jobs", json={"type": "train", "input": {
+        "family": "lm", "dataset": "descriptions", "base_model": "../etc"}}, timeout=10)
+    assert outside.status_code == 422
+    missing = client.wait(client.submit("train", {"family": "lm", "dataset": "descriptions", "preset": "tiny",
+                                                  "base_model": "no-such-base"})["id"], timeout=60)
+    assert missing["status"] == "failed" and missing["error"]["code"] == "base_model_not_found"
+    assert missing["error"]["field"] == "input.base_model"
+
+
+def test_describe_a_prompt(client: Client, trained_lm: dict) -> None:
+    request = {"prompt": "black short sleeve jumpsuit for women", "n": 4, "seed": 11, "max_tokens": 40}
+    done = client.wait(client.submit("describe", request)["id"], timeout=120)
+    assert done["status"] == "succeeded", done
+    out = done["output"]
+    assert out["model"] == trained_lm["model"]
+    assert out["requested"] == {"type": "Jumpsuit", "colour": "Black", "details": ["short sleeves"]}
+    assert out["context"] == "Women Black Short Sleeve Jumpsuit"
+    assert out["interpreted"]["unmapped"] == ["short sleeve", "women"]
+    ranked = out["descriptions"]
+    assert [d["rank"] for d in ranked] == [1, 2, 3, 4] and sorted(d["seed"] for d in ranked) == [11, 12, 13, 14]
+    for d in ranked:
+        assert d["text"] and -1 <= d["similarity"] <= 1 and 0 <= d["adherence"]["score"] <= 1
+        assert set(d["adherence"]["present"]) == {"colour", "type", "detail:short sleeves"}
+        assert isinstance(d["copy"]["flagged"], bool)
+    keys = [(d["copy"]["flagged"], -d["adherence"]["score"], -d["similarity"]) for d in ranked]
+    assert keys == sorted(keys)  # best first
+    assert out["summary"]["n"] == 4
+    stored = client.download(out["file"]["url"])
+    assert b'"rank": 1' in stored or b'"rank":1' in stored
+
+    # the same seed gives the same copy; one seed alone gives that seed's text from the batch
+    again = client.wait(client.submit("describe", request)["id"], timeout=120)["output"]["descriptions"]
+    assert [(d["seed"], d["text"]) for d in again] == [(d["seed"], d["text"]) for d in ranked]
+    single = client.wait(client.submit("describe", {**request, "n": 1, "seed": 13})["id"], timeout=120)
+    assert single["output"]["descriptions"][0]["text"] == next(d["text"] for d in ranked if d["seed"] == 13)
+
+
+def test_describe_attributes_and_bad_input(client: Client, trained_lm: dict) -> None:
+    done = client.wait(client.submit("describe", {"attributes": {
+        "type": "kurta", "colour": "navy", "details": ["three-quarter sleeves"], "gender": "Women"},
+        "n": 2, "seed": 1, "temperature": 0})["id"], timeout=120)
+    assert done["status"] == "succeeded", done
+    out = done["output"]
+    assert out["context"] == "Women Navy Three-quarter Sleeves Kurta"
+    assert out["requested"] == {"type": "Kurtas", "colour": "Navy Blue", "details": ["three-quarter sleeves"]}
+    assert out["descriptions"][0]["text"] == out["descriptions"][1]["text"]  # greedy: seeds do not matter
+
+    def refused(job_input: dict) -> dict:
+        answer = client.http.post(f"{client.base}/v1/jobs", json={"type": "describe", "input": job_input},
+                                  timeout=10)
+        assert answer.status_code in (404, 422), answer.text
+        return answer.json()["error"]
+
+    assert refused({"prompt": "black dress", "n": 17})["field"] == "input.n"
+    assert refused({"prompt": "black dress", "attributes": {"type": "dress"}})["field"] == "input.prompt"
+    assert refused({"attributes": {"brand": "Roadster"}})["field"].startswith("input.attributes")
+    assert refused({"prompt": "black dress", "top_p": 0})["field"] == "input.top_p"
+    assert refused({"prompt": "black dress", "model": "lm@v999"})["code"] == "model_not_found"
+
+
+def test_images_with_descriptions(client: Client, trained_lm: dict, catalog_models: dict[str, str]) -> None:
+    done = client.wait(client.submit("generate_images", {
+        "prompt": "black jumpsuit with short sleeves", "model": catalog_models["cvae"], "n": 3, "descriptions": 2,
+        "seed": 5})["id"], timeout=120)
+    assert done["status"] == "succeeded", done
+    out = done["output"]
+    assert out["description_model"] == trained_lm["model"]
+    described = [image for image in out["images"] if "description" in image]
+    assert [image["index"] for image in described] == [0, 1]
+    assert all(image["description"]["text"] and image["description"]["seed"] == image["seed"] for image in described)
+    assert "short sleeves" in str(described[0]["description"]["adherence"]["present"])
+    too_many = client.http.post(f"{client.base}/v1/jobs", json={"type": "generate_images", "input": {
+        "prompt": "black jumpsuit", "model": catalog_models["cvae"], "n": 2, "descriptions": 3}}, timeout=10)
+    assert too_many.status_code == 422 and too_many.json()["error"]["field"] == "input.descriptions"

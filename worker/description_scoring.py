@@ -27,6 +27,7 @@ from worker.prompts import normalize, singular
 
 Phrase = tuple[str, ...]
 _HEAD_END = re.compile(r"[,.;:!?]")
+_LABEL = re.compile(r"^\s*[A-Za-z ]{1,30}:\s*")  # "Design Details: Navy blue saree ..." -> "Navy blue saree ..."
 COPY_SHINGLE = 6  # words per indexed run; shorter shared runs are common phrasing, not copying
 COPY_RUN = 3  # shorter common runs ("has a") are coincidence
 COPY_MIN_WORDS = 12  # a flagged copy repeats at least this many words of one training description ...
@@ -132,7 +133,9 @@ class Adherence:
 def adherence(description: str, requested: Requested) -> Adherence:
     lex = lexicon()
     words = fold(description)
-    head_len = len(fold(_HEAD_END.split(description, maxsplit=1)[0]))
+    label = _LABEL.match(description)
+    head_len = len(fold(description[:label.end()] if label else "")) + len(
+        fold(_HEAD_END.split(description[label.end() if label else 0:], maxsplit=1)[0]))
     used = [False] * len(words)
     # Details first, so "shirt collar" or "cap sleeves" are never read as a type.
     details = mentions(words, lex.details, used)

@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from shared.errors import ValidationFailed
 from worker.prompt_lexicon import COLOUR_ALIASES
 
@@ -85,6 +87,22 @@ def colour_from_name(name: str) -> str | None:
     """The first colour word in a product name, in catalog spelling ("Navy" -> "Navy Blue")."""
     match = _COLOURS.search(name)
     return _CANONICAL.get(match.group(1).lower(), match.group(1).title()) if match else None
+
+
+GENDER_WORDS = frozenset({"Men", "Women", "Boys", "Girls", "Unisex", "Kids"})
+
+
+def vary_context(name: str, rng: np.random.Generator) -> str:
+    """A product name as a merchandiser might type it, for training: the full name ("Roadster
+    Women Black Solid Jumpsuit"), or without the brand ("Women Black Solid Jumpsuit"), or
+    without brand and gender ("Black Solid Jumpsuit"), so short prompts are contexts the model
+    has seen. Names with no gender word stay whole (the brand cannot be told apart)."""
+    words = name.split()
+    cut = next((i for i, w in enumerate(words) if w in GENDER_WORDS), None)
+    draw = rng.random()
+    if cut is None or draw < 0.4:
+        return name
+    return " ".join(words[cut:] if draw < 0.7 else words[cut + 1:]) or name
 
 
 def held_out(description: str, fraction: float) -> bool:

@@ -19,6 +19,7 @@ from shared.schemas import Job, TrainInput
 from shared.settings import Settings
 from shared.storage import PutItem
 from worker.context import WorkerContext
+from worker.datasets.descriptions import vary_context
 from worker.datasets.store import load_pairs
 from worker.handlers.common import Progress, ShouldStop, StorageCheckpoint, scaled, write_manifest
 from worker.models import lm
@@ -52,7 +53,7 @@ def train_language_model(ctx: WorkerContext, job: Job, progress: Progress, shoul
         build = partial(lm.fresh, config, tokenizer)
     try:
         result = train_lm(build, params, train, test, device=ctx.device, progress=scaled(progress, 0.05, 0.9),
-                          should_stop=should_stop,
+                          should_stop=should_stop, vary_context=vary_context,
                           checkpoint=StorageCheckpoint(ctx.storage, f"jobs/{job.id}/checkpoint.pt"))
     except lm.BaseModelError as exc:
         raise JobFailure(str(exc), code="invalid_base_model", field="input.base_model") from exc

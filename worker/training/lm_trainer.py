@@ -52,11 +52,16 @@ def perplexity(lm: LanguageModel, pairs: Sequence[tuple[str, str]], batch_size: 
     return math.exp(total / max(count, 1))
 
 
+VaryContext = Callable[[str, np.random.Generator], str]
+
+
 def train_lm(build: Callable[[], LanguageModel], params: TrainParams, train: Sequence[tuple[str, str]],
              test: Sequence[tuple[str, str]], *, device: torch.device, progress: Progress, should_stop: ShouldStop,
-             checkpoint: CheckpointIO | None = None) -> TrainResult:
+             checkpoint: CheckpointIO | None = None, vary_context: VaryContext | None = None) -> TrainResult:
     """Trains the model `build` returns: a fresh one from a preset, or a pretrained base to fine-tune
-    (called after seeding, so a fresh model's initial weights follow the seed)."""
+    (called after seeding, so a fresh model's initial weights follow the seed). `vary_context`
+    rewrites each training context per epoch (seeded, so a resumed epoch sees the same ones);
+    held-out perplexity is always on the contexts as given."""
     torch.manual_seed(params.seed)
     lm = build().to(device)
     optimizer = torch.optim.AdamW(lm.model.parameters(), lr=params.learning_rate, weight_decay=0.01)
@@ -73,13 +78,16 @@ def train_lm(build: Callable[[], LanguageModel], params: TrainParams, train: Seq
     total_steps = params.epochs * steps_per_epoch
     for epoch in range(result.resumed_from_epoch, params.epochs):
         lm.model.train()
-        order = np.random.default_rng([params.seed, epoch]).permutation(len(train))
+        rng = np.random.default_rng([params.seed, epoch])
+        order = rng.permutation(len(train))
         torch.manual_seed(params.seed * 1000 + epoch)  # dropout masks: same after a resume
         loss_sum, tokens = 0.0, 0
         for step in range(steps_per_epoch):
             if should_stop():
                 raise JobCanceled()
             batch = [train[i] for i in order[step * params.batch_size:(step + 1) * params.batch_size]]
+            if vary_context:
+                batch = [(vary_context(context, rng), text) for context, text in batch]
             ids, mask, labels = collate(lm, batch, device)
             loss = lm.model(input_ids=ids, attention_mask=mask, labels=labels).loss
             if not torch.isfinite(loss):
