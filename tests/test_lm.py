@@ -86,17 +86,23 @@ def test_logit_filters() -> None:
     assert out[0].tolist() == [2.0, 3.0, 2.0, 1.0, -2.0]
 
 
-def test_fine_tunes_a_local_pretrained_base(tokenizer: object, tmp_path: Path) -> None:
-    """The other training path: a GPT-2 saved with save_pretrained (here a small one trained on
-    other text), loaded offline, given the special tokens, then fine-tuned on the pairs."""
+def save_small_base(directory: Path) -> torch.nn.Module:
+    """A small GPT-2 with its own tokenizer (trained on other text), saved as a pretrained base is."""
     from transformers import PreTrainedTokenizerFast
 
     other = lm.train_tokenizer(["the quick brown fox jumps over the lazy dog"] * 20 + [c for c, _ in PAIRS], 280)
     base_config = lm.LMConfig(vocab_size=280, n_positions=64, n_embd=32, n_layer=1, n_head=2, dropout=0.0)
     torch.manual_seed(0)
     base = lm.build_model(base_config, other)
-    base.save_pretrained(tmp_path / "tiny-gpt2")
-    PreTrainedTokenizerFast(tokenizer_object=other).save_pretrained(tmp_path / "tiny-gpt2")
+    base.save_pretrained(directory)
+    PreTrainedTokenizerFast(tokenizer_object=other).save_pretrained(directory)
+    return base
+
+
+def test_fine_tunes_a_local_pretrained_base(tokenizer: object, tmp_path: Path) -> None:
+    """The other training path: a GPT-2 saved with save_pretrained, loaded offline, given the
+    special tokens, then fine-tuned on the pairs."""
+    base = save_small_base(tmp_path / "tiny-gpt2")
 
     loaded = lm.from_pretrained(tmp_path / "tiny-gpt2", max_positions=48)
     assert loaded.config.base_model == "tiny-gpt2" and loaded.config.n_positions == 48

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from shared.settings import Settings
 from tests.support import Client
+from tests.test_lm import save_small_base
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +55,22 @@ def test_train_the_description_model(client: Client, trained_lm: dict) -> None:
                                                   "base_model": "no-such-base"})["id"], timeout=60)
     assert missing["status"] == "failed" and missing["error"]["code"] == "base_model_not_found"
     assert missing["error"]["field"] == "input.base_model"
+
+
+def test_fine_tune_a_local_base_then_describe_with_it(client: Client, trained_lm: dict, settings: Settings) -> None:
+    """The fine-tuning path end to end: a GPT-2 saved under ATELIER_BASE_MODELS, trained over HTTP
+    (offline), and the version it makes writes copy."""
+    save_small_base(settings.base_models_dir / "small-gpt2")
+    done = client.wait(client.submit("train", {"family": "lm", "dataset": "descriptions", "preset": "tiny",
+                                               "base_model": "small-gpt2", "seed": 3, "activate": "never"})["id"],
+                       timeout=300)
+    assert done["status"] == "succeeded", done
+    assert done["output"]["metrics"]["base_model"] == "small-gpt2"
+    assert 1 < done["output"]["metrics"]["test_perplexity"] < 10_000
+    described = client.wait(client.submit("describe", {"prompt": "white sneakers", "n": 2, "max_tokens": 20,
+                                                       "model": done["output"]["model"]})["id"], timeout=120)
+    assert described["status"] == "succeeded", described
+    assert described["output"]["model"] == done["output"]["model"] and len(described["output"]["descriptions"]) == 2
 
 
 def test_describe_a_prompt(client: Client, trained_lm: dict) -> None:
