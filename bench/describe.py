@@ -32,7 +32,7 @@ from shared.settings import Settings
 from shared.storage import Storage
 from worker.datasets import descriptions
 from worker.describing import CopyRequest, from_interpretation, ranked
-from worker.description_scoring import CopyIndex, adherence, lexicon, similarities
+from worker.description_scoring import CopyIndex, TrainingCopy, adherence, lexicon, similarities
 from worker.models import lm
 from worker.prompts import PromptInterpreter, load_encoder
 from worker.training.lm_trainer import perplexity
@@ -117,7 +117,8 @@ def main() -> None:
     interpreter = PromptInterpreter(encoder)
     lex = lexicon()
     vocab = interpreter.vocabulary(lex.type_values, lex.colour_values)
-    index = CopyIndex(p.description for p in train)
+    training = TrainingCopy.build([(p.context, p.description) for p in train])
+    index = training.index
 
     print(f"model: {args.model or args.checkpoint} ({sum(p.numel() for p in model.model.parameters()) / 1e6:.1f} M "
           f"parameters, base {model.config.base_model or 'none'}), device {args.device}, "
@@ -133,8 +134,9 @@ def main() -> None:
         print(f"| {n} | {latency:.0f} ms | {rate:.0f} |")
 
     prompts = [json.loads(line)["prompt"] for line in PROMPTS.read_text().splitlines() if line.strip()]
-    sets = {"prompts": [from_interpretation(p, interpreter.interpret(p, vocab)) for p in prompts],
-            "names": [from_interpretation(p.context, interpreter.interpret(p.context, vocab))
+    sets = {"prompts": [from_interpretation(p, interpreter.interpret(p, vocab), training.type_names)
+                        for p in prompts],
+            "names": [from_interpretation(p.context, interpreter.interpret(p.context, vocab), training.type_names)
                       for p in sorted(test, key=lambda p: p.id)[:args.names]]}
     real = [p.description for p in sorted(test, key=lambda p: p.id)[:args.names]]
     real_adherent = statistics.mean(adherence(t, r.requested).adherent for t, r in zip(real, sets["names"],

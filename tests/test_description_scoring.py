@@ -7,7 +7,7 @@ import pytest
 
 from shared.schemas import AttributesInput
 from worker.describing import from_attributes, from_interpretation, ranked
-from worker.description_scoring import CopyIndex, Requested, adherence, details_in, lexicon
+from worker.description_scoring import CopyIndex, Requested, adherence, details_in, lexicon, type_names
 from worker.prompts import PromptInterpreter
 
 JUMPSUIT = Requested(type="Jumpsuit", colour="Black", details=("short sleeves",))
@@ -92,3 +92,17 @@ def test_ranking_puts_copies_last_then_adherence_then_similarity() -> None:
     order = ranked([candidate(1, 1.0, 0.9, True), candidate(2, 0.5, 0.9, False), candidate(3, 1.0, 0.4, False),
                     candidate(4, 1.0, 0.6, False)])
     assert [c["seed"] for c in order] == [4, 3, 2, 1] and [c["rank"] for c in order] == [1, 2, 3, 4]
+
+
+def test_types_are_spelled_as_the_training_names_spell_them() -> None:
+    names = ["Roadster Men Black T-shirt", "HRX Men Navy T-shirt", "Nike Men White Tee",
+             "Vero Moda Women Red Shift Dress", "Mango Women Black Dress", "Puma Men Blue Running Shoes",
+             "Only Women White Shirt Collar Top"]
+    spelled = type_names(names)
+    assert spelled["Tshirts"] == "T-shirt" and spelled["Dresses"] == "Dress" and spelled["Tops"] == "Top"
+    assert spelled["Sports Shoes"] == "Running Shoes" and "Shirts" not in spelled  # "Shirt Collar" is a detail
+    lex = lexicon()
+    interpreter = PromptInterpreter(None)
+    vocab = interpreter.vocabulary(lex.type_values, lex.colour_values)
+    request = from_interpretation("black tshrt", interpreter.interpret("black tshrt", vocab), spelled)
+    assert request.context == "Black T-shirt" and request.requested.type == "Tshirts"

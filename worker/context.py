@@ -57,7 +57,7 @@ class WorkerContext:
         self.models = LRUCache(settings.model_cache_size)
         self.datasets = LRUCache(2)
         self.vocabularies = LRUCache(32)  # prompt-interpreter tables per model version
-        self.copy_indexes = LRUCache(2)  # training copy of description models, for the copy check
+        self.training_copies = LRUCache(2)  # description models' training copy, for the copy check
 
     @cached_property
     def store(self) -> JobStore:
@@ -104,13 +104,14 @@ class WorkerContext:
         return self.vocabularies.get_or_load(ref, lambda: self.interpreter.vocabulary(
             vocabulary[kind], vocabulary.get(colour, []) if colour else []))
 
-    def copy_index(self, dataset: str) -> Any:
-        """The training descriptions of a dataset indexed for the copy check, built once."""
+    def training_copy(self, dataset: str) -> Any:
+        """A description dataset's training copy indexed for the copy check, and the way its product
+        names spell each type; built once per process."""
         from worker.datasets.store import load_pairs
-        from worker.description_scoring import CopyIndex
+        from worker.description_scoring import TrainingCopy
 
         def build() -> Any:
             train, _ = load_pairs(dataset, self.storage, self.settings, lambda *_: None)
-            return CopyIndex(description for _, description in train)
+            return TrainingCopy.build(train)
 
-        return self.copy_indexes.get_or_load(dataset, build)
+        return self.training_copies.get_or_load(dataset, build)

@@ -37,11 +37,12 @@ def _canonical(text: str, table: dict[tuple[str, ...], frozenset[str]], preferre
     return min(values & set(preferred), default=min(values, default=None))
 
 
-def from_interpretation(prompt: str, result: Interpretation) -> CopyRequest:
+def from_interpretation(prompt: str, result: Interpretation, type_names: dict[str, str] | None = None
+                        ) -> CopyRequest:
     """A prompt the interpreter has read, rewritten in the order of a product name: the unmapped
     words (brand, gender, fabric) first, then colour, details ("short sleeve") and the product type
-    as the prompt named it. A product type it did not understand is not checked, and the prompt
-    then goes to the model as typed."""
+    as the training names spell it ("tshrt" -> "T-shirt"; as typed when `type_names` lacks it). A
+    product type it did not understand is not checked, and the prompt goes to the model as typed."""
     kind = result.type if result.understood else None
     colour = result.colour if result.colour is not None and result.colour.how != "default" else None
     requested = Requested(kind.value if kind else None, colour.value if colour else None, tuple(details_in(prompt)))
@@ -50,27 +51,29 @@ def from_interpretation(prompt: str, result: Interpretation) -> CopyRequest:
     else:
         details = [phrase for phrase in result.unmapped if details_in(phrase)]
         others = [phrase for phrase in result.unmapped if phrase not in details]
-        context = _title(" ".join([*others, colour.value if colour else "", *details, kind.matched]))
+        kind_words = (type_names or {}).get(kind.value, kind.matched)
+        context = _title(" ".join([*others, colour.value if colour else "", *details, kind_words]))
     interpreted = {"type": kind.public() if kind else None, "colour": colour.public() if colour else None,
                    "unmapped": result.unmapped}
     return CopyRequest(context, prompt, requested, interpreted)
 
 
-def from_prompt(ctx: WorkerContext, prompt: str) -> CopyRequest:
+def from_prompt(ctx: WorkerContext, prompt: str, type_names: dict[str, str]) -> CopyRequest:
     lex = lexicon()
     vocab = ctx.vocabulary(LEXICON_REF, {"type": lex.type_values, "colour": lex.colour_values},
                            {"type": "type", "colour": "colour"})
-    return from_interpretation(prompt, ctx.interpreter.interpret(prompt, vocab))
+    return from_interpretation(prompt, ctx.interpreter.interpret(prompt, vocab), type_names)
 
 
-def from_attributes(attrs: AttributesInput) -> CopyRequest:
+def from_attributes(attrs: AttributesInput, type_names: dict[str, str] | None = None) -> CopyRequest:
     """Explicit attributes; a type or colour the tables do not know is checked by its words."""
     lex = lexicon()
     kind = _canonical(attrs.type, lex.types, lex.type_values) if attrs.type else None
     colour = _canonical(attrs.colour, lex.colours, lex.colour_values) if attrs.colour else None
     details = [d for text in attrs.details for d in (details_in(text) or [text])]
     details += [text for text, known in ((attrs.type, kind), (attrs.colour, colour)) if text and not known]
-    context = _title(" ".join(filter(None, [attrs.brand, attrs.gender, attrs.colour, *attrs.details, attrs.type])))
+    kind_words = (type_names or {}).get(kind, attrs.type) if kind else attrs.type
+    context = _title(" ".join(filter(None, [attrs.brand, attrs.gender, attrs.colour, *attrs.details, kind_words])))
     return CopyRequest(context, context, Requested(kind, colour, tuple(dict.fromkeys(details))))
 
 
@@ -79,13 +82,20 @@ def sampling_params(inp: SamplingText) -> lm.SamplingParams:
                              top_k=inp.top_k, repetition_penalty=inp.repetition_penalty)
 
 
+def request_for(ctx: WorkerContext, dataset: str, prompt: str | None, attributes: AttributesInput | None
+                ) -> CopyRequest:
+    """The request from a prompt or attributes, in the words of the model's training names."""
+    names = ctx.training_copy(dataset).type_names
+    return from_prompt(ctx, prompt, names) if prompt is not None else from_attributes(attributes, names)
+
+
 def write_copy(ctx: WorkerContext, ref: str, dataset: str, request: CopyRequest, seeds: list[int],
                params: lm.SamplingParams) -> list[dict[str, Any]]:
     """One scored description per seed, in seed order."""
     model = ctx.load_model(ref)
     texts = lm.generate(model, request.context, seeds, params, device=ctx.device)
     sims = similarities(ctx.interpreter.encoder, request.query, texts)
-    index = ctx.copy_index(dataset)
+    index = ctx.training_copy(dataset).index
     return [{"seed": seed, "text": text, "adherence": adherence(text, request.requested).public(),
              "similarity": round(sim, 3), "copy": index.check(text).public()}
             for seed, text, sim in zip(seeds, texts, sims, strict=True)]

@@ -14,7 +14,7 @@ benchmark can count what it claims:
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
@@ -74,7 +74,8 @@ def lexicon() -> Lexicon:
 @dataclass(frozen=True)
 class Mention:
     values: frozenset[str]
-    start: int  # word position
+    start: int  # word positions start..end
+    end: int
 
 
 def mentions(words: Phrase, table: dict[Phrase, Any], used: list[bool]) -> list[Mention]:
@@ -86,7 +87,8 @@ def mentions(words: Phrase, table: dict[Phrase, Any], used: list[bool]) -> list[
             phrase = words[start:start + n]
             if phrase in table and not any(used[start:start + n]):
                 value = table[phrase]
-                found.append(Mention(value if isinstance(value, frozenset) else frozenset({value}), start))
+                found.append(Mention(value if isinstance(value, frozenset) else frozenset({value}), start,
+                                     start + n))
                 used[start:start + n] = [True] * n
     return sorted(found, key=lambda m: m.start)
 
@@ -95,6 +97,34 @@ def details_in(text: str) -> list[str]:
     """The known garment details named in a text, in order ("short sleeve" -> "short sleeves")."""
     words = fold(text)
     return [next(iter(m.values)) for m in mentions(words, lexicon().details, [False] * len(words))]
+
+
+def type_names(names: Iterable[str]) -> dict[str, str]:
+    """Each product type as product names in the data spell it most often ("Tshirts" -> "T-shirt",
+    "Casual Shoes" -> "Sneakers"), so a prompt's "tshrt" or "boiler suit" reaches the model in the
+    words it was trained on."""
+    lex = lexicon()
+    primary = {phrase: sorted(values)[0] for phrase, values in lex.types.items()}
+    primary |= {fold(target): target for targets in TYPE_ALIASES.values() for target in targets}
+    primary |= {fold(phrase): targets[0] for phrase, targets in TYPE_ALIASES.items()}  # "dress": Dresses
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for name in names:
+        tokens = name.split()
+        words: list[str] = []
+        owner: list[int] = []  # folded word -> the name token it came from ("T-shirt" -> t, shirt)
+        for i, token in enumerate(tokens):
+            folded = fold(token)
+            words += folded
+            owner += [i] * len(folded)
+        used = [False] * len(words)
+        mentions(tuple(words), lex.details, used)
+        found = mentions(tuple(words), lex.types, used)
+        if found:  # the product is the last type named; credited to the type it names first
+            head = found[-1]
+            surface = " ".join(tokens[owner[head.start]:owner[head.end - 1] + 1]).strip(".,;:()")
+            counts[primary[tuple(words[head.start:head.end])]][surface] += 1
+    # One-word forms first: "Dress" rather than the more specific "Shift Dress".
+    return {value: max(forms, key=lambda f: (" " not in f, forms[f])) for value, forms in counts.items()}
 
 
 @dataclass(frozen=True)
@@ -210,6 +240,18 @@ class CopyIndex:
                 best, source = shared, doc_id
         share = best / len(words) if words else 0.0
         return CopyCheck(best >= COPY_MIN_WORDS and share >= COPY_SHARE, best, share, source)
+
+
+@dataclass(frozen=True)
+class TrainingCopy:
+    """What scoring and prompting need from a description model's training data, built once."""
+
+    index: CopyIndex
+    type_names: dict[str, str]
+
+    @classmethod
+    def build(cls, pairs: Sequence[tuple[str, str]]) -> TrainingCopy:
+        return cls(CopyIndex(text for _, text in pairs), type_names(name for name, _ in pairs))
 
 
 def similarities(encoder: Any, prompt: str, texts: Sequence[str]) -> list[float]:

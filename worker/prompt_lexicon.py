@@ -165,6 +165,7 @@ DETAILS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "buttons": (None, ("button", "buttoned", "button placket")),
     "pockets": (None, ("pocket",)),
     "belted": (None, ("belted", "waist tie up", "tie up belt")),
+    "tie-up": (None, ("tie up", "tie ups", "tie detail", "tie knot")),
     "cotton": (None, ("cotton",)),
     "linen": (None, ("linen",)),
     "leather": (None, ("leather",)),

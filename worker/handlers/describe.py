@@ -7,7 +7,7 @@ from __future__ import annotations
 from shared.errors import JobCanceled
 from shared.schemas import DescribeInput, Job
 from worker.context import WorkerContext
-from worker.describing import from_attributes, from_prompt, ranked, sampling_params, write_copy
+from worker.describing import ranked, request_for, sampling_params, write_copy
 from worker.handlers.common import Progress, ShouldStop, write_manifest
 from worker.handlers.conditioning import pinned_model
 
@@ -18,7 +18,7 @@ def describe(ctx: WorkerContext, job: Job, progress: Progress, should_stop: Shou
     seed = inp.seed if inp.seed is not None else 0
     seeds = [seed + i for i in range(inp.n)]
     progress(0.05, "reading the request")
-    request = from_prompt(ctx, inp.prompt) if inp.prompt is not None else from_attributes(inp.attributes)
+    request = request_for(ctx, meta.dataset, inp.prompt, inp.attributes)
     if should_stop():
         raise JobCanceled()
     progress(0.1, f"writing {inp.n} descriptions with {meta.ref}")

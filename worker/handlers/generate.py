@@ -13,7 +13,7 @@ from shared.errors import JobCanceled
 from shared.schemas import AttributesInput, GenerateImagesInput, Job, ModelVersion
 from shared.storage import PutItem
 from worker.context import WorkerContext
-from worker.describing import from_attributes, from_prompt, write_copy
+from worker.describing import request_for, write_copy
 from worker.handlers.common import Progress, ShouldStop, write_manifest
 from worker.handlers.conditioning import interpret_prompt, names_of, pinned_model, roles_of
 from worker.images import grid, png_bytes, to_uint8
@@ -91,10 +91,8 @@ def _descriptions(ctx: WorkerContext, inp: GenerateImagesInput, meta: ModelVersi
                   seeds: list[int]) -> list[dict]:
     """Copy for the images: from the prompt (its unmapped words included), or from the conditions."""
     writer = pinned_model(ctx, None, inp.description_model)
-    if inp.prompt is not None:
-        request = from_prompt(ctx, inp.prompt)
-    else:
-        roles = roles_of(meta)
-        request = from_attributes(AttributesInput(type=names.get(roles["type"]),
-                                                  colour=names.get(roles.get("colour", ""))))
+    roles = roles_of(meta)
+    attributes = None if inp.prompt else AttributesInput(type=names.get(roles["type"]),
+                                                         colour=names.get(roles.get("colour", "")))
+    request = request_for(ctx, writer.dataset, inp.prompt, attributes)
     return write_copy(ctx, writer.ref, writer.dataset, request, seeds, lm.SamplingParams())
