@@ -73,10 +73,12 @@ def distinct_2(texts: list[str]) -> float:
 
 
 def evaluate(model: lm.LanguageModel, requests: list[CopyRequest], n: int, encoder: object, index: CopyIndex,
-             device: str) -> dict[str, float]:
+             device: str, opening: str) -> dict[str, float]:
     samples, top = [], []
     for i, request in enumerate(requests):
-        texts = lm.generate(model, request.context, [i * 100 + s for s in range(n)], lm.SamplingParams(), device)
+        given = request.opening() if opening == "attributes" else ""
+        texts = lm.generate(model, request.context, [i * 100 + s for s in range(n)], lm.SamplingParams(), device,
+                            opening=given)
         sims = similarities(encoder, request.query, texts)
         scored = [{"text": t, "adherence": adherence(t, request.requested).public(), "similarity": s,
                    "copy": index.check(t).public()} for t, s in zip(texts, sims, strict=True)]
@@ -143,15 +145,16 @@ def main() -> None:
                                                                                         strict=True))
     real_copy = statistics.mean(index.check(t).flagged for t in real)
     print(f"\nquality, n={args.n} per request (top = the first of the ranked n)\n")
-    print("| set | requests | adherent (all) | adherent (top) | adherence score | similarity | distinct-2 | "
-          "copy (all) | copy (top) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| set | opening | requests | adherent (all) | adherent (top) | adherence score | similarity | "
+          "distinct-2 | copy (all) | copy (top) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, requests in sets.items():
-        m = evaluate(model, requests, args.n, encoder, index, args.device)
-        print(f"| {name} | {m['requests']} | {m['adherent']:.1%} | {m['adherent_top']:.1%} | "
-              f"{m['adherence_score']:.3f} | {m['similarity']:.3f} | {m['distinct_2']:.3f} | {m['copy']:.1%} | "
-              f"{m['copy_top']:.1%} |")
-    print(f"| names: the real held-out copy | {len(real)} | {real_adherent:.1%} | | | | {distinct_2(real):.3f} | "
+        for opening in ("free", "attributes"):
+            m = evaluate(model, requests, args.n, encoder, index, args.device, opening)
+            print(f"| {name} | {opening} | {m['requests']} | {m['adherent']:.1%} | {m['adherent_top']:.1%} | "
+                  f"{m['adherence_score']:.3f} | {m['similarity']:.3f} | {m['distinct_2']:.3f} | {m['copy']:.1%} | "
+                  f"{m['copy_top']:.1%} |")
+    print(f"| names: the real held-out copy | | {len(real)} | {real_adherent:.1%} | | | | {distinct_2(real):.3f} | "
           f"{real_copy:.1%} | |")
 
 

@@ -219,6 +219,10 @@ class DescribeInput(SamplingText):
     prompt: Prompt = Field(None, description='free text, e.g. "black short sleeve jumpsuit"')
     attributes: AttributesInput = None
     n: integer(ge=1, le=16) = Field(4, description="descriptions to generate; they come back ranked")
+    opening: Literal["attributes", "free"] = Field(
+        "attributes", description='attributes: the copy opens with the requested colour, pattern and type '
+                                  '("Navy Blue printed T-shirt") and the model writes the rest; free: the model '
+                                  'writes all of it')
     seed: Seed | None = None
     model: ModelRef | None = Field(None, description="default: the active lm")
 

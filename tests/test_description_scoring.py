@@ -106,3 +106,12 @@ def test_types_are_spelled_as_the_training_names_spell_them() -> None:
     vocab = interpreter.vocabulary(lex.type_values, lex.colour_values)
     request = from_interpretation("black tshrt", interpreter.interpret("black tshrt", vocab), spelled)
     assert request.context == "Black T-shirt" and request.requested.type == "Tshirts"
+
+
+def test_the_opening_is_the_catalog_way_of_naming_the_product() -> None:
+    request = from_attributes(AttributesInput(type="tee", colour="navy", details=["printed", "short sleeves"]),
+                              {"Tshirts": "T-shirt"})
+    assert request.opening() == "Navy Blue printed T-shirt"  # sleeves are left to the model
+    assert from_attributes(AttributesInput(type="jumpsuit", colour="Black"), {"Jumpsuit": "Jumpsuit"}).opening() == \
+        "Black jumpsuit"
+    assert from_attributes(AttributesInput(type="jumpsuit")).opening() == ""  # copy opens with the colour

@@ -68,6 +68,8 @@ def test_training_lowers_held_out_perplexity_and_generation_is_seeded(tokenizer:
     assert lm.generate(result.model, "Brand Women Navy Solid Dress", [3], short) == texts[2:3]
     restored = lm.from_checkpoint(lm.to_checkpoint(result.model))
     assert lm.generate(restored, "Brand Women Navy Solid Dress", [1], short) == texts[:1]
+    opened = lm.generate(result.model, "Brand Women Navy Solid Dress", [1, 2], short, opening="Navy solid dress")
+    assert all(t.startswith("Navy solid dress") and len(t) > len("Navy solid dress") for t in opened)
     greedy = lm.generate(result.model, "Brand Women Navy Solid Dress", [1, 2], lm.SamplingParams(temperature=0))
     assert greedy[0] == greedy[1] and greedy[0]  # temperature 0: greedy, the seed does not matter
 

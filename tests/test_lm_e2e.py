@@ -81,6 +81,8 @@ def test_describe_a_prompt(client: Client, trained_lm: dict) -> None:
     assert out["model"] == trained_lm["model"]
     assert out["requested"] == {"type": "Jumpsuit", "colour": "Black", "details": ["short sleeves"]}
     assert out["context"] == "Women Black Short Sleeve Jumpsuit"
+    assert out["opening"] == "Black jumpsuit" and all(d["text"].startswith("Black jumpsuit")
+                                                        for d in out["descriptions"])
     assert out["interpreted"]["unmapped"] == ["short sleeve", "women"]
     ranked = out["descriptions"]
     assert [d["rank"] for d in ranked] == [1, 2, 3, 4] and sorted(d["seed"] for d in ranked) == [11, 12, 13, 14]
@@ -110,6 +112,9 @@ def test_describe_attributes_and_bad_input(client: Client, trained_lm: dict) -> 
     assert out["context"] == "Women Navy Three-quarter Sleeves Kurta"
     assert out["requested"] == {"type": "Kurtas", "colour": "Navy Blue", "details": ["three-quarter sleeves"]}
     assert out["descriptions"][0]["text"] == out["descriptions"][1]["text"]  # greedy: seeds do not matter
+    free = client.wait(client.submit("describe", {"prompt": "navy kurta", "n": 2, "opening": "free",
+                                                  "max_tokens": 20})["id"], timeout=120)["output"]
+    assert free["opening"] == "" and free["requested"]["colour"] == "Navy Blue"
 
     def refused(job_input: dict) -> dict:
         answer = client.http.post(f"{client.base}/v1/jobs", json={"type": "describe", "input": job_input},

@@ -6,14 +6,16 @@ scored (adherence, similarity to the request, copy check). Shared by the `descri
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from shared.schemas import AttributesInput, SamplingText
 from worker.context import WorkerContext
 from worker.description_scoring import Requested, adherence, details_in, fold, lexicon, similarities
 from worker.models import lm
+from worker.prompt_lexicon import DETAILS
 from worker.prompts import Interpretation
 
+Opening = Literal["attributes", "free"]
 LEXICON_REF = "lm:text-lexicon"  # cache key of the interpreter tables built from the lexicon
 
 
@@ -25,6 +27,16 @@ class CopyRequest:
     query: str  # what similarity is measured against: the prompt as typed, or the context
     requested: Requested
     interpreted: dict[str, Any] | None = None
+    type_words: str | None = None  # the product type as the training names spell it
+
+    def opening(self) -> str:
+        """The first words of copy as the catalog writes it ("Navy Blue printed T-shirt"): the
+        requested colour, pattern details and type. Empty without a colour, the way copy opens."""
+        if self.requested.colour is None:
+            return ""
+        patterns = [d for d in self.requested.details if DETAILS.get(d, ("?",))[0] is None]
+        kind = " ".join(w.lower() if w[1:].islower() and "-" not in w else w for w in (self.type_words or "").split())
+        return " ".join(filter(None, [self.requested.colour, *patterns, kind]))
 
 
 def _title(text: str) -> str:
@@ -55,7 +67,7 @@ def from_interpretation(prompt: str, result: Interpretation, type_names: dict[st
         context = _title(" ".join([*others, colour.value if colour else "", *details, kind_words]))
     interpreted = {"type": kind.public() if kind else None, "colour": colour.public() if colour else None,
                    "unmapped": result.unmapped}
-    return CopyRequest(context, prompt, requested, interpreted)
+    return CopyRequest(context, prompt, requested, interpreted, kind_words if kind else None)
 
 
 def from_prompt(ctx: WorkerContext, prompt: str, type_names: dict[str, str]) -> CopyRequest:
@@ -74,7 +86,8 @@ def from_attributes(attrs: AttributesInput, type_names: dict[str, str] | None = 
     details += [text for text, known in ((attrs.type, kind), (attrs.colour, colour)) if text and not known]
     kind_words = (type_names or {}).get(kind, attrs.type) if kind else attrs.type
     context = _title(" ".join(filter(None, [attrs.brand, attrs.gender, attrs.colour, *attrs.details, kind_words])))
-    return CopyRequest(context, context, Requested(kind, colour, tuple(dict.fromkeys(details))))
+    return CopyRequest(context, context, Requested(kind, colour, tuple(dict.fromkeys(details))),
+                       type_words=kind_words if kind else None)
 
 
 def sampling_params(inp: SamplingText) -> lm.SamplingParams:
@@ -90,10 +103,12 @@ def request_for(ctx: WorkerContext, dataset: str, prompt: str | None, attributes
 
 
 def write_copy(ctx: WorkerContext, ref: str, dataset: str, request: CopyRequest, seeds: list[int],
-               params: lm.SamplingParams) -> list[dict[str, Any]]:
-    """One scored description per seed, in seed order."""
+               params: lm.SamplingParams, opening: Opening = "attributes") -> list[dict[str, Any]]:
+    """One scored description per seed, in seed order; "attributes" gives the copy its opening
+    words from the request, "free" lets the model write all of it."""
     model = ctx.load_model(ref)
-    texts = lm.generate(model, request.context, seeds, params, device=ctx.device)
+    given = request.opening() if opening == "attributes" else ""
+    texts = lm.generate(model, request.context, seeds, params, device=ctx.device, opening=given)
     sims = similarities(ctx.interpreter.encoder, request.query, texts)
     index = ctx.training_copy(dataset).index
     return [{"seed": seed, "text": text, "adherence": adherence(text, request.requested).public(),

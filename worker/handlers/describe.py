@@ -22,10 +22,11 @@ def describe(ctx: WorkerContext, job: Job, progress: Progress, should_stop: Shou
     if should_stop():
         raise JobCanceled()
     progress(0.1, f"writing {inp.n} descriptions with {meta.ref}")
-    candidates = ranked(write_copy(ctx, meta.ref, meta.dataset, request, seeds, sampling_params(inp)))
+    candidates = ranked(write_copy(ctx, meta.ref, meta.dataset, request, seeds, sampling_params(inp), inp.opening))
     key = f"jobs/{job.id}/descriptions.json"
     output = {
         "model": meta.ref, "context": request.context, "requested": request.requested.public(),
+        "opening": request.opening() if inp.opening == "attributes" else "",
         "descriptions": candidates,
         "summary": {"adherent": sum(c["adherence"]["adherent"] for c in candidates),
                     "copies": sum(c["copy"]["flagged"] for c in candidates), "n": len(candidates)},

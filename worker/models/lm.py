@@ -187,12 +187,14 @@ def filter_logits(logits: torch.Tensor, seen: torch.Tensor, params: SamplingPara
 
 @torch.no_grad()
 def generate(lm: LanguageModel, context: str, seeds: list[int], params: SamplingParams | None = None,
-             device: torch.device | str = "cpu") -> list[str]:
+             device: torch.device | str = "cpu", opening: str = "") -> list[str]:
     """One description per seed for a context, all rows in one batch. Each row samples from its own
-    generator seeded by its seed, so the same (model, context, seed, params) gives the same text."""
+    generator seeded by its seed, so the same (model, context, seed, params) gives the same text.
+    A non-empty `opening` is the description's first words, given rather than sampled."""
     params = params or SamplingParams()
     lm.model.eval()
-    ids = prompt_ids(lm.tokenizer, context, lm.config.n_positions)
+    given = lm.tokenizer.encode(" " + opening).ids if opening else []
+    ids = prompt_ids(lm.tokenizer, context, lm.config.n_positions) + given
     max_new = max(1, min(params.max_tokens, lm.config.n_positions - len(ids)))
     end, pad = special_id(lm.tokenizer, END), special_id(lm.tokenizer, PAD)
     rows = len(seeds)
@@ -202,7 +204,7 @@ def generate(lm: LanguageModel, context: str, seeds: list[int], params: Sampling
     # The penalty covers generated tokens only: a description should repeat the name's colour and type.
     seen = torch.zeros(rows, vocab, dtype=torch.bool, device=device)
     done = torch.zeros(rows, dtype=torch.bool)
-    out: list[list[int]] = [[] for _ in seeds]
+    out: list[list[int]] = [list(given) for _ in seeds]
     past, step_input = None, tokens
     for step in range(max_new):
         mask = torch.ones(rows, len(ids) + step, dtype=torch.long, device=device)  # no padding: all ones
