@@ -111,7 +111,10 @@ def test_types_are_spelled_as_the_training_names_spell_them() -> None:
 def test_the_opening_is_the_catalog_way_of_naming_the_product() -> None:
     request = from_attributes(AttributesInput(type="tee", colour="navy", details=["printed", "short sleeves"]),
                               {"Tshirts": "T-shirt"})
-    assert request.opening() == "Navy Blue printed T-shirt"  # sleeves are left to the model
+    assert request.opening() == "Navy Blue printed T-shirt, has short sleeves"
+    v_neck = from_attributes(AttributesInput(type="tee", colour="navy", details=["v neck", "long sleeves", "pockets"]),
+                             {"Tshirts": "T-shirt"})
+    assert v_neck.opening() == "Navy Blue T-shirt, has a V-neck, long sleeves, pockets"
     assert from_attributes(AttributesInput(type="jumpsuit", colour="Black"), {"Jumpsuit": "Jumpsuit"}).opening() == \
         "Black jumpsuit"
     assert from_attributes(AttributesInput(type="jumpsuit")).opening() == ""  # copy opens with the colour

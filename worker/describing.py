@@ -30,13 +30,22 @@ class CopyRequest:
     type_words: str | None = None  # the product type as the training names spell it
 
     def opening(self) -> str:
-        """The first words of copy as the catalog writes it ("Navy Blue printed T-shirt"): the
-        requested colour, pattern details and type. Empty without a colour, the way copy opens."""
+        """The first words of copy as the catalog writes it: the requested colour, pattern details
+        and type, then sleeves, neckline or length when asked for ("Navy Blue printed T-shirt, has
+        a V-neck, short sleeves"). Empty without a colour, the way catalog copy opens."""
         if self.requested.colour is None:
             return ""
-        patterns = [d for d in self.requested.details if DETAILS.get(d, ("?",))[0] is None]
+        known = [d for d in self.requested.details if d in DETAILS]
+        patterns = [d for d in known if DETAILS[d][0] is None]
+        # what it has, after what it is: "has a V-neck, long sleeves, pockets"
+        parts = [f"a {_display(d)}" if DETAILS[d][0] == "neck" else _display(d) for d in known if DETAILS[d][0]]
         kind = " ".join(w.lower() if w[1:].islower() and "-" not in w else w for w in (self.type_words or "").split())
-        return " ".join(filter(None, [self.requested.colour, *patterns, kind]))
+        head = " ".join(filter(None, [self.requested.colour, *patterns, kind]))
+        return f"{head}, has {', '.join(parts)}" if parts else head
+
+
+def _display(detail: str) -> str:
+    return detail[0].upper() + detail[1:] if detail[1:2] == "-" else detail  # "v-neck" -> "V-neck"
 
 
 def _title(text: str) -> str:

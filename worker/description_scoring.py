@@ -22,7 +22,7 @@ from functools import cache
 from typing import Any
 
 from worker.datasets.descriptions import BASE_COLOURS
-from worker.prompt_lexicon import COLOUR_ALIASES, DETAILS, TYPE_ALIASES
+from worker.prompt_lexicon import COLOUR_ALIASES, DETAILS, EXCLUSIVE, TYPE_ALIASES
 from worker.prompts import normalize, singular
 
 Phrase = tuple[str, ...]
@@ -185,7 +185,7 @@ def adherence(description: str, requested: Requested) -> Adherence:
         if wanted in lex.groups:
             result.present[f"detail:{wanted}"] = wanted in named_details
             group = lex.groups[wanted]
-            others = [d for d in named_details if group and lex.groups[d] == group and d != wanted]
+            others = [d for d in named_details if group in EXCLUSIVE and lex.groups[d] == group and d != wanted]
             if others and wanted not in named_details:
                 result.contradictions.append(f"{group}: says {others[0]}, not {wanted}")
         else:  # a detail no table lists: its words, in order, anywhere

@@ -123,9 +123,10 @@ DETAIL_PHRASES = frozenset({
 # ("jumpsuit with short sleeves", "dress in a shirt style").
 PREPOSITIONS = frozenset({"with", "without", "in", "featuring", "having", "plus", "under", "over"})
 
-# Garment details a description is checked for: canonical name -> (exclusive group or None, phrases).
-# Within a group the details exclude each other: copy that says "long sleeves" for a short-sleeve
-# request contradicts it. Patterns, fabrics and closures combine freely (group None).
+# Garment details a description is checked for: canonical name -> (group, phrases). Within an
+# EXCLUSIVE group the details exclude each other: copy that says "long sleeves" for a short-sleeve
+# request contradicts it. Patterns, fabrics and fits (None) describe the product ("printed cotton
+# T-shirt"); features (pockets, zip) are things it has; both combine freely.
 DETAILS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "short sleeves": ("sleeves", ("short sleeve", "short sleeved", "half sleeve", "half sleeved")),
     "long sleeves": ("sleeves", ("long sleeve", "long sleeved", "full sleeve", "full sleeved")),
@@ -161,14 +162,15 @@ DETAILS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "slim fit": (None, ("slim fit", "skinny fit", "slim")),
     "regular fit": (None, ("regular fit",)),
     "relaxed fit": (None, ("relaxed fit", "loose fit", "oversized", "relaxed")),
-    "zip": (None, ("zip", "zipper", "zipped")),
-    "buttons": (None, ("button", "buttoned", "button placket")),
-    "pockets": (None, ("pocket",)),
-    "belted": (None, ("belted", "waist tie up", "tie up belt")),
-    "tie-up": (None, ("tie up", "tie ups", "tie detail", "tie knot")),
+    "zip": ("feature", ("zip", "zipper", "zipped")),
+    "buttons": ("feature", ("button", "buttoned", "button placket")),
+    "pockets": ("feature", ("pocket",)),
+    "belted": ("feature", ("belted", "waist tie up", "tie up belt")),
+    "tie-up": ("feature", ("tie up", "tie ups", "tie detail", "tie knot")),
     "cotton": (None, ("cotton",)),
     "linen": (None, ("linen",)),
     "leather": (None, ("leather",)),
     "silk": (None, ("silk", "silky")),
     "wool": (None, ("wool", "woollen", "woolen")),
 }
+EXCLUSIVE = frozenset({"sleeves", "neck", "length"})
