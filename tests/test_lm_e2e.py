@@ -81,8 +81,8 @@ def test_describe_a_prompt(client: Client, trained_lm: dict) -> None:
     assert out["model"] == trained_lm["model"]
     assert out["requested"] == {"type": "Jumpsuit", "colour": "Black", "details": ["short sleeves"]}
     assert out["context"] == "Women Black Short Sleeve Jumpsuit"
-    assert out["opening"] == "Black jumpsuit" and all(d["text"].startswith("Black jumpsuit")
-                                                        for d in out["descriptions"])
+    assert out["opening"] == "Black jumpsuit, has short sleeves"
+    assert all(d["text"].startswith(out["opening"]) for d in out["descriptions"])
     assert out["interpreted"]["unmapped"] == ["short sleeve", "women"]
     ranked = out["descriptions"]
     assert [d["rank"] for d in ranked] == [1, 2, 3, 4] and sorted(d["seed"] for d in ranked) == [11, 12, 13, 14]
