@@ -118,3 +118,4 @@ def test_the_opening_is_the_catalog_way_of_naming_the_product() -> None:
     assert from_attributes(AttributesInput(type="jumpsuit", colour="Black"), {"Jumpsuit": "Jumpsuit"}).opening() == \
         "Black jumpsuit"
     assert from_attributes(AttributesInput(type="jumpsuit")).opening() == ""  # copy opens with the colour
+    assert from_attributes(AttributesInput(colour="black", details=["short sleeves"])).opening() == "Black"

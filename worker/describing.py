@@ -41,7 +41,7 @@ class CopyRequest:
         parts = [f"a {_display(d)}" if DETAILS[d][0] == "neck" else _display(d) for d in known if DETAILS[d][0]]
         kind = " ".join(w.lower() if w[1:].islower() and "-" not in w else w for w in (self.type_words or "").split())
         head = " ".join(filter(None, [self.requested.colour, *patterns, kind]))
-        return f"{head}, has {', '.join(parts)}" if parts else head
+        return f"{head}, has {', '.join(parts)}" if parts and kind else head
 
 
 def _display(detail: str) -> str:
@@ -67,6 +67,7 @@ def from_interpretation(prompt: str, result: Interpretation, type_names: dict[st
     kind = result.type if result.understood else None
     colour = result.colour if result.colour is not None and result.colour.how != "default" else None
     requested = Requested(kind.value if kind else None, colour.value if colour else None, tuple(details_in(prompt)))
+    kind_words = None
     if kind is None:
         context = " ".join(prompt.split())
     else:
@@ -76,7 +77,7 @@ def from_interpretation(prompt: str, result: Interpretation, type_names: dict[st
         context = _title(" ".join([*others, colour.value if colour else "", *details, kind_words]))
     interpreted = {"type": kind.public() if kind else None, "colour": colour.public() if colour else None,
                    "unmapped": result.unmapped}
-    return CopyRequest(context, prompt, requested, interpreted, kind_words if kind else None)
+    return CopyRequest(context, prompt, requested, interpreted, kind_words)
 
 
 def from_prompt(ctx: WorkerContext, prompt: str, type_names: dict[str, str]) -> CopyRequest:

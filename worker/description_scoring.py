@@ -45,7 +45,7 @@ class Lexicon:
     types: dict[Phrase, frozenset[str]]
     colours: dict[Phrase, frozenset[str]]
     details: dict[Phrase, str]
-    groups: dict[str, str | None]  # detail -> exclusive group
+    groups: dict[str, str | None]  # detail -> its group; details of an EXCLUSIVE group exclude each other
 
     @property
     def type_values(self) -> list[str]:
