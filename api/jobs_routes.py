@@ -19,6 +19,7 @@ from shared.queue import JOB_TASKS, time_limit_s
 from shared.schemas import (
     BUILTIN_DATASETS,
     ENCODER_FAMILIES,
+    IMAGE_DATASET_FAMILIES,
     IMAGE_FAMILIES,
     SEED_MAX,
     TEXT_DATASETS,
@@ -127,7 +128,7 @@ def _check_submit(req: Any) -> str | None:
                 raise ValidationFailed(f"dataset {name!r} has not been imported; POST /v1/datasets or submit an "
                                        "import_dataset job first", code="dataset_not_found", field="input.dataset")
             is_text = storage.get_json(key).get("format") == "descriptions"
-        if is_text != (family not in IMAGE_FAMILIES):
+        if is_text != (family not in IMAGE_DATASET_FAMILIES):
             holds, needs = ("product descriptions", "images") if is_text else ("images", "product descriptions")
             raise ValidationFailed(f"dataset {name!r} holds {holds}; {family} trains on {needs}",
                                    code="wrong_dataset_format", field="input.dataset")

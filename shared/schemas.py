@@ -60,9 +60,11 @@ class Family(StrEnum):
     CVAE = "cvae"
     CGAN = "cgan"
     LM = "lm"
+    CLASSIFIER = "classifier"
 
 
-IMAGE_FAMILIES = ("cvae", "cgan")
+IMAGE_FAMILIES = ("cvae", "cgan")  # generative image models
+IMAGE_DATASET_FAMILIES = (*IMAGE_FAMILIES, "classifier")  # families trained on image datasets
 ENCODER_FAMILIES = ("cvae",)  # families that can encode a real image (items, class means)
 TEXT_DATASETS = frozenset({"descriptions"})  # built-in datasets of product copy rather than images
 

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from shared.storage import Storage
+from tests.conftest import CATALOG_SLICE
 from tests.support import Client
 
 pytestmark = pytest.mark.e2e
@@ -215,3 +216,23 @@ def test_import_product_descriptions(client: Client, worker, catalog_available) 
     refused = client.http.post(f"{client.base}/v1/jobs", json={"type": "train", "input": {
         "family": "cgan", "dataset": "descriptions"}}, timeout=10)
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "wrong_dataset_format"
+
+
+def test_train_the_domain_classifier(client: Client, catalog_slice: dict) -> None:
+    """Family `classifier` on the catalog slice: a head per condition, held-out accuracy per head and
+    per class in the version's metrics; it is not an image generator."""
+    done = client.wait(client.submit("train", {"family": "classifier", "dataset": "catalog-slice", "preset": "tiny",
+                                               "epochs": 2, "seed": 1, "activate": "never"})["id"], timeout=300)
+    assert done["status"] == "succeeded", done
+    out = done["output"]
+    assert out["model"].startswith("classifier@") and out["metrics"]["epochs"] == 2
+    assert {"accuracy_articleType", "accuracy_baseColour", "accuracy"} <= set(out["metrics"])
+    assert 0 <= out["metrics"]["accuracy_articleType"] <= 1
+    assert set(out["per_class_accuracy"]["articleType"]) <= set(CATALOG_SLICE["classes"])
+    assert Image.open(io.BytesIO(client.download(out["artifacts"]["loss_curve"]["url"]))).format == "PNG"
+    refused = client.http.post(f"{client.base}/v1/jobs", json={"type": "generate_images", "input": {
+        "prompt": "black jumpsuit", "model": out["model"]}}, timeout=10)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "wrong_model_family"
+    text = client.http.post(f"{client.base}/v1/jobs", json={"type": "train", "input": {
+        "family": "classifier", "dataset": "descriptions"}}, timeout=10)
+    assert text.status_code == 422 and text.json()["error"]["code"] == "wrong_dataset_format"

@@ -19,6 +19,7 @@ from worker.context import WorkerContext
 from worker.datasets.base import ImageDataset
 from worker.datasets.store import counts_of, load_dataset
 from worker.handlers.common import Progress, ShouldStop, StorageCheckpoint, scaled, write_manifest
+from worker.handlers.train_classifier import train_domain_classifier
 from worker.handlers.train_lm import train_language_model
 from worker.images import grid, png_bytes, to_uint8
 from worker.models import IMAGE_FAMILIES, ImageFamily
@@ -100,13 +101,15 @@ def sample_grids(family: ImageFamily, model: Any, dataset: ImageDataset, device:
 
 def train(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop) -> dict:
     inp = TrainInput(**job.input)
-    if inp.family.value not in IMAGE_FAMILIES:
+    if inp.family.value == "lm":
         return train_language_model(ctx, job, progress, should_stop)
+    dataset = ctx.datasets.get_or_load(
+        inp.dataset, lambda: load_dataset(inp.dataset, ctx.storage, ctx.settings, scaled(progress, 0.0, 0.05)))
+    if inp.family.value == "classifier":
+        return train_domain_classifier(ctx, job, progress, should_stop, dataset, type_condition(dataset))
     family = IMAGE_FAMILIES[inp.family.value]
     ref = ctx.store.model_version_for(job.id, inp.family.value)  # stable across reruns
     family_name, version = parse_ref(ref)
-    dataset = ctx.datasets.get_or_load(
-        inp.dataset, lambda: load_dataset(inp.dataset, ctx.storage, ctx.settings, scaled(progress, 0.0, 0.05)))
     config, params = build_config(family, inp, dataset)
     device = ctx.device
     result = family.train(config, params, dataset.train, dataset.test, device=device,

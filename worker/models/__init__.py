@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from worker.models import cgan, cvae, lm
+from worker.models import cgan, classifier, cvae, lm
 from worker.training.cgan_trainer import train_cgan
 from worker.training.cvae_trainer import train_cvae
 
@@ -41,5 +41,6 @@ IMAGE_FAMILIES: dict[str, ImageFamily] = {
     "cgan": ImageFamily(cgan, cgan.CGANConfig, train_cgan, {"discriminator": "d_loss", "generator": "g_loss"},
                         "hinge loss", encodes=False),
 }
-# Every family by name, for loading checkpoints (the description model included).
-FAMILIES: dict[str, ModuleType] = {name: family.module for name, family in IMAGE_FAMILIES.items()} | {"lm": lm}
+# Every family by name, for loading checkpoints (the description model and classifier included).
+FAMILIES: dict[str, ModuleType] = {name: family.module for name, family in IMAGE_FAMILIES.items()} | {
+    "lm": lm, "classifier": classifier}

@@ -1,0 +1,78 @@
+"""The domain classifier as plain functions: it learns two heads on images where the answer is
+visible, its checkpoint round-trips, and a resumed run equals an uninterrupted one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from shared.errors import JobCanceled
+from tests.support import MemoryCheckpoint
+from worker.datasets.base import ImageSplit
+from worker.models import classifier
+from worker.training.classifier_trainer import augment, evaluate, train_classifier
+from worker.training.common import TrainParams
+
+CPU = torch.device("cpu")
+COLOURS = np.array([[220, 30, 30], [30, 200, 40], [40, 60, 220]], dtype=np.uint8)
+
+
+def squares(n: int, seed: int) -> ImageSplit:
+    """16x16 RGB: a coloured 6x6 square in the top or bottom half, anywhere across, on noisy grey.
+    Heads: row and colour (both unchanged by the flips and shifts of augmentation)."""
+    rng = np.random.default_rng(seed)
+    row, colour, across = rng.integers(0, 2, n), rng.integers(0, 3, n), rng.integers(0, 10, n)
+    images = np.full((n, 16, 16, 3), 128, dtype=np.uint8) + rng.integers(0, 20, (n, 16, 16, 3), dtype=np.uint8)
+    for i in range(n):
+        y, x = 1 + 8 * int(row[i]), int(across[i])
+        images[i, y:y + 6, x:x + 6] = COLOURS[colour[i]]
+    return ImageSplit(images, {"row": row.astype(np.int64), "colour": colour.astype(np.int64)})
+
+
+CONFIG = classifier.ClassifierConfig(image_size=16, channels=3, conditions={"row": 2, "colour": 3}, width=8,
+                                     blocks=1, dropout=0.0)
+
+
+def params(epochs: int) -> TrainParams:
+    return TrainParams(epochs=epochs, batch_size=32, learning_rate=5e-3, seed=2)
+
+
+def test_learns_both_heads_and_round_trips() -> None:
+    train, test = squares(384, 0), squares(128, 1)
+    result = train_classifier(CONFIG, params(4), train, test, device=CPU, progress=lambda *_: None,
+                              should_stop=lambda: False)
+    final = result.final
+    assert final["accuracy_colour"] > 0.95 and final["accuracy_row"] > 0.95, final
+    assert result.history[0]["test_loss"] > final["test_loss"]
+    restored = classifier.from_checkpoint(classifier.to_checkpoint(result.model))
+    assert evaluate(restored, test, 64, CPU) == evaluate(result.model, test, 64, CPU)
+    x = torch.rand(5, 3, 16, 16)
+    assert restored.features(x).shape == (5, CONFIG.feature_dim)
+    probs = classifier.predict(restored, x)
+    assert set(probs) == {"row", "colour"} and torch.allclose(probs["colour"].sum(-1), torch.ones(5))
+
+
+def test_augmentation_keeps_shapes_and_is_seeded() -> None:
+    x = torch.rand(6, 3, 16, 16)
+    a = augment(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, augment(x, torch.Generator().manual_seed(1)))
+
+
+def test_resume_matches_an_uninterrupted_run() -> None:
+    train, test = squares(128, 0), squares(64, 1)
+    whole = train_classifier(CONFIG, params(2), train, test, device=CPU, progress=lambda *_: None,
+                             should_stop=lambda: False)
+    checkpoint, calls = MemoryCheckpoint(), {"n": 0}
+
+    def stop_in_epoch_two() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 6  # 4 batches per epoch
+
+    with pytest.raises(JobCanceled):
+        train_classifier(CONFIG, params(2), train, test, device=CPU, progress=lambda *_: None,
+                         should_stop=stop_in_epoch_two, checkpoint=checkpoint)
+    resumed = train_classifier(CONFIG, params(2), train, test, device=CPU, progress=lambda *_: None,
+                               should_stop=lambda: False, checkpoint=checkpoint)
+    assert resumed.resumed_from_epoch == 1
+    assert resumed.final["test_loss"] == pytest.approx(whole.final["test_loss"], rel=1e-4)

@@ -1,0 +1,85 @@
+"""The `train` job for family `classifier`: the domain classifier on an image dataset, published as
+a model version with held-out accuracy per head (overall and per class) in its metrics."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+
+import numpy as np
+import torch
+
+from shared.registry import model_prefix, parse_ref
+from shared.schemas import Job, TrainInput
+from shared.storage import PutItem
+from worker.context import WorkerContext
+from worker.datasets.base import ImageDataset, ImageSplit
+from worker.datasets.store import counts_of
+from worker.handlers.common import Progress, ShouldStop, StorageCheckpoint, scaled, write_manifest
+from worker.models import classifier
+from worker.plots import loss_curve_png
+from worker.training.classifier_trainer import train_classifier
+from worker.training.common import TrainParams, batches
+
+
+@torch.no_grad()
+def per_class_accuracy(model: classifier.Classifier, split: ImageSplit, head: str, names: list[str],
+                       device: torch.device) -> dict[str, float]:
+    """Held-out accuracy of one head for each of its classes (rare classes are where it matters)."""
+    model.eval()
+    predicted = np.concatenate([model(x)[head].argmax(dim=-1).cpu().numpy() for x, _ in batches(split, 256, device)])
+    truth = split.conditions[head]
+    return {name: float((predicted[truth == i] == i).mean()) for i, name in enumerate(names) if (truth == i).any()}
+
+
+def train_domain_classifier(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop,
+                            dataset: ImageDataset, type_condition: str) -> dict:
+    inp = TrainInput(**job.input)
+    ref = ctx.store.model_version_for(job.id, "classifier")
+    family, version = parse_ref(ref)
+    preset = classifier.PRESETS[inp.preset.value]
+    config = replace(classifier.ClassifierConfig(image_size=dataset.image_size, channels=dataset.channels,
+                                                 conditions={k: len(v) for k, v in dataset.vocabulary.items()}),
+                     **preset["model"])
+    defaults = preset["train"]
+    params = TrainParams(epochs=inp.epochs or defaults["epochs"], batch_size=inp.batch_size or defaults["batch_size"],
+                         learning_rate=inp.learning_rate or defaults["learning_rate"],
+                         seed=inp.seed if inp.seed is not None else 0,
+                         max_train_examples=inp.max_train_examples or defaults.get("max_train_examples"),
+                         max_eval_examples=defaults.get("max_eval_examples"))
+    result = train_classifier(config, params, dataset.train, dataset.test, device=ctx.device,
+                              progress=scaled(progress, 0.05, 0.9), should_stop=should_stop,
+                              checkpoint=StorageCheckpoint(ctx.storage, f"jobs/{job.id}/checkpoint.pt"),
+                              stratify_by=type_condition)
+    progress(0.92, "writing the model version")
+    model = result.model
+    test = dataset.test.head(params.max_eval_examples)
+    per_class = {head: per_class_accuracy(model, test, head, names, ctx.device)
+                 for head, names in dataset.vocabulary.items()}
+    prefix = model_prefix(family, version)
+    weights = io.BytesIO()
+    torch.save(classifier.to_checkpoint(model), weights)
+    curve = loss_curve_png(result.history, f"{ref} on {inp.dataset}", {"train": "train_loss", "held-out": "test_loss"},
+                           "cross-entropy, summed over heads")
+    ctx.storage.put_many([PutItem(prefix + "model.pt", weights.getvalue()),
+                          PutItem(prefix + "loss_curve.png", curve, "image/png")])
+    ctx.storage.put_json(prefix + "config.json", {"model": asdict(config), "train": asdict(params),
+                                                  "preset": inp.preset.value})
+    ctx.storage.put_json(prefix + "metrics.json", {"final": result.final, "history": result.history,
+                                                   "per_class_accuracy": per_class,
+                                                   "resumed_from_epoch": result.resumed_from_epoch,
+                                                   "device": str(ctx.device)})
+    final = {k: v for k, v in result.final.items() if k.startswith("accuracy") or k == "test_loss"}
+    summary = {"family": family, "version": version, "ref": ref, "dataset": inp.dataset,
+               "created_at": datetime.now(UTC).isoformat(), "job_id": job.id,
+               "metrics": {**final, "epochs": len(result.history)}, "vocabulary": dataset.vocabulary,
+               "counts": counts_of(dataset), "roles": dataset.roles or {"type": type_condition}}
+    ctx.storage.put_json(prefix + "model.json", summary)  # written last: the version is complete
+    active = ctx.registry.register(summary, activate=inp.activate)
+    output = {"model": ref, "active": active, "metrics": summary["metrics"], "per_class_accuracy": per_class,
+              "artifacts": {"weights": {"key": prefix + "model.pt"}, "loss_curve": {"key": prefix + "loss_curve.png"},
+                            "metrics": {"key": prefix + "metrics.json"}, "config": {"key": prefix + "config.json"}}}
+    write_manifest(ctx.storage, job, output, seeds={"train": params.seed}, model=ref)
+    ctx.storage.delete(f"jobs/{job.id}/checkpoint.pt")
+    return output

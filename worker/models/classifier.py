@@ -1,0 +1,96 @@
+"""The domain classifier (seed 001): a small ResNet over a dataset's images with one head per
+condition (Fashion-MNIST: `class`; the catalog: product type and colour). Its pooled feature layer
+is the feature extractor for evaluation and nearest-item search, so no Inception weights are ever
+downloaded. The config dataclass travels in every checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    image_size: int = 28
+    channels: int = 1
+    conditions: dict[str, int] = field(default_factory=lambda: {"class": 10})  # head name -> classes
+    width: int = 32  # channels of the first stage; doubled at each of the three stages
+    blocks: int = 2  # residual blocks per stage
+    dropout: float = 0.2
+
+    @property
+    def feature_dim(self) -> int:
+        return self.width * 4
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"model": {"width": 8, "blocks": 1},
+             "train": {"epochs": 1, "batch_size": 64, "learning_rate": 3e-3, "max_train_examples": 512,
+                       "max_eval_examples": 256}},
+    "cpu": {"model": {"width": 32, "blocks": 2}, "train": {"epochs": 5, "batch_size": 128, "learning_rate": 2e-3}},
+    "gpu": {"model": {"width": 64, "blocks": 2}, "train": {"epochs": 20, "batch_size": 256, "learning_rate": 2e-3}},
+}
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+                         if stride != 1 or c_in != c_out else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class Classifier(nn.Module):
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        w = config.width
+        self.stem = nn.Sequential(nn.Conv2d(config.channels, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        stages, c_in = [], w
+        for stage, c_out in enumerate((w, 2 * w, 4 * w)):
+            for block in range(config.blocks):
+                stages.append(BasicBlock(c_in, c_out, 2 if stage > 0 and block == 0 else 1))
+                c_in = c_out
+        self.stages = nn.Sequential(*stages)
+        self.dropout = nn.Dropout(config.dropout)
+        self.heads = nn.ModuleDict({name: nn.Linear(config.feature_dim, n) for name, n in config.conditions.items()})
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] in [0, 1] -> [B, feature_dim]: the pooled last stage."""
+        h = self.stages(self.stem(x * 2 - 1))  # [B, 4w, H/4, W/4]
+        return h.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """[B, C, H, W] in [0, 1] -> logits per head, {name: [B, classes]}."""
+        f = self.dropout(self.features(x))
+        return {name: head(f) for name, head in self.heads.items()}
+
+
+@torch.no_grad()
+def predict(model: Classifier, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Class probabilities per head, {name: [B, classes]}."""
+    model.eval()
+    return {name: logits.softmax(dim=-1) for name, logits in model(x).items()}
+
+
+def to_checkpoint(model: Classifier) -> dict[str, Any]:
+    return {"family": "classifier", "config": asdict(model.config),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+
+def from_checkpoint(checkpoint: dict[str, Any]) -> Classifier:
+    model = Classifier(ClassifierConfig(**checkpoint["config"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()
