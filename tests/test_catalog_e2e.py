@@ -236,3 +236,16 @@ def test_train_the_domain_classifier(client: Client, catalog_slice: dict) -> Non
     text = client.http.post(f"{client.base}/v1/jobs", json={"type": "train", "input": {
         "family": "classifier", "dataset": "descriptions"}}, timeout=10)
     assert text.status_code == 422 and text.json()["error"]["code"] == "wrong_dataset_format"
+
+    # a generative model trained after it is evaluated with it: FID/KID next to the real floor, adherence
+    cvae = client.wait(client.submit("train", {"family": "cvae", "dataset": "catalog-slice", "preset": "tiny",
+                                               "seed": 2, "activate": "never", "max_train_examples": 240})["id"],
+                       timeout=300)
+    assert cvae["status"] == "succeeded", cvae
+    evaluation = cvae["output"]["evaluation"]
+    assert evaluation["classifier"] == out["model"] and evaluation["images"] > 0
+    assert evaluation["fid"] >= 0 and evaluation["floor"]["fid"] >= 0
+    assert set(evaluation["adherence"]) == {"articleType", "baseColour"}
+    assert set(evaluation["per_class_adherence"]) <= set(CATALOG_SLICE["classes"])
+    listed = client.http.get(f"{client.base}/v1/models?family=cvae", timeout=10).json()["models"]
+    assert next(m for m in listed if m["ref"] == cvae["output"]["model"])["metrics"]["fid"] == evaluation["fid"]

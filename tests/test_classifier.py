@@ -18,16 +18,21 @@ CPU = torch.device("cpu")
 COLOURS = np.array([[220, 30, 30], [30, 200, 40], [40, 60, 220]], dtype=np.uint8)
 
 
-def squares(n: int, seed: int) -> ImageSplit:
-    """16x16 RGB: a coloured 6x6 square in the top or bottom half, anywhere across, on noisy grey.
-    Heads: row and colour (both unchanged by the flips and shifts of augmentation)."""
-    rng = np.random.default_rng(seed)
-    row, colour, across = rng.integers(0, 2, n), rng.integers(0, 3, n), rng.integers(0, 10, n)
+def draw_squares(row: np.ndarray, colour: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """16x16 RGB: a coloured 6x6 square in the top or bottom half, anywhere across, on noisy grey."""
+    n = len(row)
     images = np.full((n, 16, 16, 3), 128, dtype=np.uint8) + rng.integers(0, 20, (n, 16, 16, 3), dtype=np.uint8)
-    for i in range(n):
-        y, x = 1 + 8 * int(row[i]), int(across[i])
+    for i, x in enumerate(rng.integers(0, 10, n)):
+        y = 1 + 8 * int(row[i])
         images[i, y:y + 6, x:x + 6] = COLOURS[colour[i]]
-    return ImageSplit(images, {"row": row.astype(np.int64), "colour": colour.astype(np.int64)})
+    return images
+
+
+def squares(n: int, seed: int) -> ImageSplit:
+    """Heads: row and colour (both unchanged by the flips and shifts of augmentation)."""
+    rng = np.random.default_rng(seed)
+    row, colour = rng.integers(0, 2, n), rng.integers(0, 3, n)
+    return ImageSplit(draw_squares(row, colour, rng), {"row": row.astype(np.int64), "colour": colour.astype(np.int64)})
 
 
 CONFIG = classifier.ClassifierConfig(image_size=16, channels=3, conditions={"row": 2, "colour": 3}, width=8,

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 
 from shared.registry import model_prefix, parse_ref
-from shared.schemas import Job, TrainInput
+from shared.schemas import Job, ModelVersion, TrainInput
 from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.datasets.base import ImageDataset
 from worker.datasets.store import counts_of, load_dataset
+from worker.evaluation import evaluate_generator
 from worker.handlers.common import Progress, ShouldStop, StorageCheckpoint, scaled, write_manifest
 from worker.handlers.train_classifier import train_domain_classifier
 from worker.handlers.train_lm import train_language_model
@@ -123,6 +124,9 @@ def train(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldS
     metrics = {"final": result.final, "history": result.history, "resumed_from_epoch": result.resumed_from_epoch,
                "train_examples": min(len(dataset.train), params.max_train_examples or len(dataset.train)),
                "device": str(device)}
+    progress(0.93, "evaluating with the domain classifier")
+    evaluation = evaluate_version(ctx, family, result.model, dataset, inp, params.seed)
+    metrics["evaluation"] = evaluation
     samples = sample_grids(family, result.model, dataset, device, params.seed)
     curve = loss_curve_png(result.history, f"{ref} on {inp.dataset}", family.curves, family.curve_unit)
     files = {"model.pt": (weights.getvalue(), "application/octet-stream"), "loss_curve.png": (curve, "image/png"),
@@ -133,7 +137,8 @@ def train(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldS
     ctx.storage.put_json(prefix + "metrics.json", metrics)
     summary = {"family": family_name, "version": version, "ref": ref, "dataset": inp.dataset,
                "created_at": datetime.now(UTC).isoformat(), "job_id": job.id,
-               "metrics": {**{k: v for k, v in result.final.items() if k != "epoch"}, "epochs": len(result.history)},
+               "metrics": {**{k: v for k, v in result.final.items() if k != "epoch"}, "epochs": len(result.history),
+                           **headline(evaluation)},
                "vocabulary": dataset.vocabulary, "counts": counts_of(dataset),
                "roles": dataset.roles or {"type": type_condition(dataset)}, "joint_counts": joint_counts(dataset)}
     ctx.storage.put_json(prefix + "model.json", summary)  # written last: the version is complete
@@ -144,7 +149,45 @@ def train(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldS
                  "class_samples": [{"class": name, "key": f"{prefix}samples/{i:03d}.png"}
                                    for i, name in enumerate(dataset.vocabulary[kind])],
                  "metrics": {"key": prefix + "metrics.json"}, "config": {"key": prefix + "config.json"}}
-    output = {"model": ref, "active": active, "metrics": summary["metrics"], "artifacts": artifacts}
+    output = {"model": ref, "active": active, "metrics": summary["metrics"], "evaluation": evaluation,
+              "artifacts": artifacts}
     write_manifest(ctx.storage, job, output, seeds={"train": params.seed}, model=ref)
     ctx.storage.delete(f"jobs/{job.id}/checkpoint.pt")
     return output
+
+
+EVAL_IMAGES = {"tiny": 128, "cpu": 1000, "gpu": 2000}  # generated images compared with as many held-out ones
+
+
+def classifier_for(ctx: WorkerContext, dataset: ImageDataset) -> ModelVersion | None:
+    """The classifier to judge a model trained on `dataset`: the active one if it was trained on it,
+    else the newest trained on it (with the same vocabulary)."""
+    same = [m for m in ctx.registry.list("classifier")
+            if m.dataset == dataset.name and m.vocabulary == dataset.vocabulary]
+    return next((m for m in same if m.active), same[-1] if same else None)
+
+
+def evaluate_version(ctx: WorkerContext, family: ImageFamily, model: Any, dataset: ImageDataset, inp: TrainInput,
+                     seed: int) -> dict[str, Any]:
+    """classifier-FID/KID, the real-vs-real floor and class adherence, or why there are none."""
+    judge = classifier_for(ctx, dataset)
+    if judge is None:
+        return {"skipped": f"no classifier trained on {dataset.name}: submit a train job with family classifier "
+                           "to evaluate its generative models"}
+    mode = family.sampling_mode(model)
+
+    def sample(cond: dict[str, int], seeds: list[int]) -> torch.Tensor:
+        return family.module.sample(model, cond, seeds, device=ctx.device, mode=mode)
+
+    result = evaluate_generator(sample, ctx.load_model(judge.ref), dataset.train, dataset.test, dataset.vocabulary,
+                                type_condition(dataset), max_images=EVAL_IMAGES[inp.preset.value], seed=seed,
+                                device=ctx.device)
+    return {"classifier": judge.ref, "sampling": mode, **result.public()}
+
+
+def headline(evaluation: dict[str, Any]) -> dict[str, float]:
+    """The evaluation figures listed with the version in GET /v1/models."""
+    if "fid" not in evaluation:
+        return {}
+    return {"fid": evaluation["fid"], "kid": evaluation["kid"], "fid_floor": evaluation["floor"]["fid"],
+            **{f"adherence_{k}": v for k, v in evaluation["adherence"].items()}}
