@@ -123,9 +123,10 @@ class TrainInput(StrictModel):
     base_model: Annotated[str, StringConstraints(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] | None = (
         Field(None, description="lm: fine-tune this pretrained GPT-2, a directory under ATELIER_BASE_MODELS, "
                                 "instead of training from the preset"))
-    activate: Literal["auto", "always", "never"] = Field(
-        "auto", description="auto: the first version of a family becomes active"
-    )
+    promote: Literal["auto", "always", "never"] = Field(
+        "auto", description="auto: the new version becomes active if it is the family's first, or beats the "
+                            "active version on the family's primary metric (FID for image models judged by a "
+                            "classifier, held-out accuracy, held-out perplexity); always; never")
 
 
 class Sampling(StrictModel):

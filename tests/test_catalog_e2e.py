@@ -222,10 +222,11 @@ def test_train_the_domain_classifier(client: Client, catalog_slice: dict) -> Non
     """Family `classifier` on the catalog slice: a head per condition, held-out accuracy per head and
     per class in the version's metrics; it is not an image generator."""
     done = client.wait(client.submit("train", {"family": "classifier", "dataset": "catalog-slice", "preset": "tiny",
-                                               "epochs": 2, "seed": 1, "activate": "never"})["id"], timeout=300)
+                                               "epochs": 2, "seed": 1, "promote": "never"})["id"], timeout=300)
     assert done["status"] == "succeeded", done
     out = done["output"]
     assert out["model"].startswith("classifier@") and out["metrics"]["epochs"] == 2
+    assert out["promotion"] == {"active": False, "reason": "promote: never"}
     assert {"accuracy_articleType", "accuracy_baseColour", "accuracy"} <= set(out["metrics"])
     assert 0 <= out["metrics"]["accuracy_articleType"] <= 1
     assert set(out["per_class_accuracy"]["articleType"]) <= set(CATALOG_SLICE["classes"])
@@ -239,7 +240,7 @@ def test_train_the_domain_classifier(client: Client, catalog_slice: dict) -> Non
 
     # a generative model trained after it is evaluated with it: FID/KID next to the real floor, adherence
     cvae = client.wait(client.submit("train", {"family": "cvae", "dataset": "catalog-slice", "preset": "tiny",
-                                               "seed": 2, "activate": "never", "max_train_examples": 240})["id"],
+                                               "seed": 2, "promote": "never", "max_train_examples": 240})["id"],
                        timeout=300)
     assert cvae["status"] == "succeeded", cvae
     evaluation = cvae["output"]["evaluation"]

@@ -105,7 +105,7 @@ def test_list_jobs_over_http(client: Client, trained_model: str) -> None:
 
 def test_cancel_queued_and_running(client: Client, trained_model: str) -> None:
     long = client.submit("train", {"family": "cvae", "dataset": "fashion-mnist", "preset": "tiny", "epochs": 300,
-                                   "max_train_examples": 60000, "activate": "never"})
+                                   "max_train_examples": 60000, "promote": "never"})
     client.wait_for(long["id"], lambda j: j["status"] == "running" and j["progress"]["fraction"] > 0)
     # The only worker slot is busy, so this one waits in the queue.
     queued = client.submit("generate_images", {"conditions": {"class": 1}, "n": 1})

@@ -29,6 +29,7 @@ def trained_lm(client: Client, worker, catalog_available: Path) -> dict:
 def test_train_the_description_model(client: Client, trained_lm: dict) -> None:
     output = trained_lm
     assert output["model"].startswith("lm@") and output["metrics"]["epochs"] == 1
+    assert output["active"] and "first version" in output["promotion"]["reason"]
     assert 1 < output["metrics"]["test_perplexity"] < 10_000
     assert len(output["samples"]) == 6 and all(s["generated"] for s in output["samples"])
     curve = Image.open(io.BytesIO(client.download(output["artifacts"]["loss_curve"]["url"])))
@@ -62,7 +63,7 @@ def test_fine_tune_a_local_base_then_describe_with_it(client: Client, trained_lm
     (offline), and the version it makes writes copy."""
     save_small_base(settings.base_models_dir / "small-gpt2")
     done = client.wait(client.submit("train", {"family": "lm", "dataset": "descriptions", "preset": "tiny",
-                                               "base_model": "small-gpt2", "seed": 3, "activate": "never"})["id"],
+                                               "base_model": "small-gpt2", "seed": 3, "promote": "never"})["id"],
                        timeout=300)
     assert done["status"] == "succeeded", done
     assert done["output"]["metrics"]["base_model"] == "small-gpt2"

@@ -11,6 +11,8 @@ import torch
 
 from shared.schemas import Job
 from shared.storage import Storage
+from worker.context import WorkerContext
+from worker.promotion import decide
 
 Progress = Callable[[float, str], None]
 ShouldStop = Callable[[], bool]
@@ -62,3 +64,10 @@ class StorageCheckpoint:
         buffer = io.BytesIO()
         torch.save(state, buffer)
         self.storage.put(self.key, buffer.getvalue())
+
+
+def publish(ctx: WorkerContext, summary: dict[str, Any], requested: str) -> dict[str, Any]:
+    """Register a finished version through the promotion gate; returns {active, reason}."""
+    decision = decide(summary, ctx.registry.active(summary["family"]), requested)
+    active = ctx.registry.register(summary, activate=decision.mode)
+    return {"active": active, "reason": decision.reason}

@@ -19,7 +19,7 @@ from worker.context import WorkerContext
 from worker.datasets.base import ImageDataset
 from worker.datasets.store import counts_of, load_dataset
 from worker.evaluation import evaluate_generator
-from worker.handlers.common import Progress, ShouldStop, StorageCheckpoint, scaled, write_manifest
+from worker.handlers.common import Progress, ShouldStop, StorageCheckpoint, publish, scaled, write_manifest
 from worker.handlers.train_classifier import train_domain_classifier
 from worker.handlers.train_lm import train_language_model
 from worker.images import grid, png_bytes, to_uint8
@@ -142,14 +142,15 @@ def train(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldS
                "vocabulary": dataset.vocabulary, "counts": counts_of(dataset),
                "roles": dataset.roles or {"type": type_condition(dataset)}, "joint_counts": joint_counts(dataset)}
     ctx.storage.put_json(prefix + "model.json", summary)  # written last: the version is complete
-    active = ctx.registry.register(summary, activate=inp.activate)
+    promotion = publish(ctx, summary, inp.promote)
     kind = type_condition(dataset)
     artifacts = {"weights": {"key": prefix + "model.pt"}, "loss_curve": {"key": prefix + "loss_curve.png"},
                  "sample_grid": {"key": prefix + "samples/all_classes.png"},
                  "class_samples": [{"class": name, "key": f"{prefix}samples/{i:03d}.png"}
                                    for i, name in enumerate(dataset.vocabulary[kind])],
                  "metrics": {"key": prefix + "metrics.json"}, "config": {"key": prefix + "config.json"}}
-    output = {"model": ref, "active": active, "metrics": summary["metrics"], "evaluation": evaluation,
+    output = {"model": ref, "active": promotion["active"], "promotion": promotion,
+              "metrics": summary["metrics"], "evaluation": evaluation,
               "artifacts": artifacts}
     write_manifest(ctx.storage, job, output, seeds={"train": params.seed}, model=ref)
     ctx.storage.delete(f"jobs/{job.id}/checkpoint.pt")

@@ -16,7 +16,7 @@ from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.datasets.base import ImageDataset, ImageSplit
 from worker.datasets.store import counts_of
-from worker.handlers.common import Progress, ShouldStop, StorageCheckpoint, scaled, write_manifest
+from worker.handlers.common import Progress, ShouldStop, StorageCheckpoint, publish, scaled, write_manifest
 from worker.models import classifier
 from worker.plots import loss_curve_png
 from worker.training.classifier_trainer import train_classifier
@@ -76,8 +76,9 @@ def train_domain_classifier(ctx: WorkerContext, job: Job, progress: Progress, sh
                "metrics": {**final, "epochs": len(result.history)}, "vocabulary": dataset.vocabulary,
                "counts": counts_of(dataset), "roles": dataset.roles or {"type": type_condition}}
     ctx.storage.put_json(prefix + "model.json", summary)  # written last: the version is complete
-    active = ctx.registry.register(summary, activate=inp.activate)
-    output = {"model": ref, "active": active, "metrics": summary["metrics"], "per_class_accuracy": per_class,
+    promotion = publish(ctx, summary, inp.promote)
+    output = {"model": ref, "active": promotion["active"], "promotion": promotion,
+              "metrics": summary["metrics"], "per_class_accuracy": per_class,
               "artifacts": {"weights": {"key": prefix + "model.pt"}, "loss_curve": {"key": prefix + "loss_curve.png"},
                             "metrics": {"key": prefix + "metrics.json"}, "config": {"key": prefix + "config.json"}}}
     write_manifest(ctx.storage, job, output, seeds={"train": params.seed}, model=ref)

@@ -21,7 +21,7 @@ from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.datasets.descriptions import vary_context
 from worker.datasets.store import load_pairs
-from worker.handlers.common import Progress, ShouldStop, StorageCheckpoint, scaled, write_manifest
+from worker.handlers.common import Progress, ShouldStop, StorageCheckpoint, publish, scaled, write_manifest
 from worker.models import lm
 from worker.plots import loss_curve_png
 from worker.training.common import TrainParams
@@ -85,8 +85,9 @@ def train_language_model(ctx: WorkerContext, job: Job, progress: Progress, shoul
                            "base_model": inp.base_model},
                "vocabulary": {}}
     ctx.storage.put_json(prefix + "model.json", summary)  # written last: the version is complete
-    active = ctx.registry.register(summary, activate=inp.activate)
-    output = {"model": ref, "active": active, "metrics": summary["metrics"], "samples": samples,
+    promotion = publish(ctx, summary, inp.promote)
+    output = {"model": ref, "active": promotion["active"], "promotion": promotion,
+              "metrics": summary["metrics"], "samples": samples,
               "artifacts": {"weights": {"key": prefix + "model.pt"}, "tokenizer": {"key": prefix + "tokenizer.json"},
                             "loss_curve": {"key": prefix + "loss_curve.png"},
                             "metrics": {"key": prefix + "metrics.json"}, "config": {"key": prefix + "config.json"}}}

@@ -1,0 +1,44 @@
+"""The promotion gate on known versions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from shared.schemas import ModelVersion
+from worker.promotion import decide
+
+
+def version(family: str, v: str, dataset: str = "catalog", **metrics: float) -> ModelVersion:
+    return ModelVersion(family=family, version=v, ref=f"{family}@{v}", dataset=dataset, created_at=datetime.now(UTC),
+                        job_id="j", metrics=metrics, vocabulary={}, active=True)
+
+
+def summary(family: str, v: str, dataset: str = "catalog", **metrics: float) -> dict:
+    return {"family": family, "version": v, "ref": f"{family}@{v}", "dataset": dataset, "metrics": metrics}
+
+
+def test_operators_choose_and_the_first_version_is_active() -> None:
+    assert decide(summary("cgan", "v2", fid=9.0), version("cgan", "v1", fid=3.0), "always").mode == "always"
+    assert decide(summary("cgan", "v2", fid=1.0), version("cgan", "v1", fid=3.0), "never").mode == "never"
+    assert decide(summary("cgan", "v1", fid=1.0), None, "auto").mode == "auto"
+
+
+def test_auto_promotes_only_a_better_version() -> None:
+    better = decide(summary("cgan", "v2", fid=2.0), version("cgan", "v1", fid=3.0), "auto")
+    worse = decide(summary("cgan", "v2", fid=4.0), version("cgan", "v1", fid=3.0), "auto")
+    assert better.mode == "always" and "fid 2 vs 3" in better.reason
+    assert worse.mode == "never" and "not better" in worse.reason
+    assert decide(summary("classifier", "v2", accuracy=0.9), version("classifier", "v1", accuracy=0.8),
+                  "auto").mode == "always"  # higher is better
+    assert decide(summary("lm", "v2", test_perplexity=6.0), version("lm", "v1", test_perplexity=5.0),
+                  "auto").mode == "never"
+
+
+def test_fallbacks_and_what_cannot_be_compared() -> None:
+    # a cvae without a classifier's FID is compared on its held-out loss
+    assert decide(summary("cvae", "v2", test_loss=90.0), version("cvae", "v1", test_loss=95.0, fid=4.0),
+                  "auto").mode == "always"
+    no_metric = decide(summary("cgan", "v2", g_loss=1.0), version("cgan", "v1", fid=3.0), "auto")
+    assert no_metric.mode == "never" and "classifier" in no_metric.reason
+    other_data = decide(summary("cvae", "v2", "fashion-mnist", fid=0.1), version("cvae", "v1", fid=3.0), "auto")
+    assert other_data.mode == "never" and "not comparable" in other_data.reason

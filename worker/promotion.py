@@ -1,0 +1,48 @@
+"""The promotion gate: with `promote: auto` a new model version becomes the family's active one
+only if it beats the active version on the family's primary metric, measured on the same dataset;
+otherwise it stays inactive and the job says why. `always` and `never` are for operators."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shared.schemas import ModelVersion
+
+# family -> primary metrics in order of preference, each with whether lower is better. The first
+# one both versions have decides (a cvae judged by a classifier is compared on FID, else on its
+# held-out loss).
+PRIMARY: dict[str, list[tuple[str, bool]]] = {
+    "cvae": [("fid", True), ("test_loss", True)],
+    "cgan": [("fid", True)],
+    "classifier": [("accuracy", False)],
+    "lm": [("test_perplexity", True)],
+}
+
+
+@dataclass(frozen=True)
+class Decision:
+    mode: str  # what the registry is told: always | never | auto (auto: active only if none is)
+    reason: str
+
+
+def decide(summary: dict[str, Any], active: ModelVersion | None, requested: str) -> Decision:
+    if requested != "auto":
+        return Decision(requested, f"promote: {requested}")
+    if active is None or active.ref == summary["ref"]:  # the second: a rerun of the same job
+        return Decision("auto", "the first version of the family becomes active")
+    if active.dataset != summary["dataset"]:
+        return Decision("never", f"the active {active.ref} was trained on {active.dataset}, this version on "
+                                 f"{summary['dataset']}: not comparable, so it stays; promote: always switches")
+    new, old = summary["metrics"], active.metrics
+    for metric, lower in PRIMARY[summary["family"]]:
+        if new.get(metric) is None or old.get(metric) is None:
+            continue
+        better = new[metric] < old[metric] if lower else new[metric] > old[metric]
+        verdict = "better: promoted" if better else "not better: the active version stays"
+        return Decision("always" if better else "never",
+                        f"{metric} {new[metric]:.4g} vs {old[metric]:.4g} for {active.ref} "
+                        f"({'lower' if lower else 'higher'} is better): {verdict}")
+    names = ", ".join(m for m, _ in PRIMARY[summary["family"]])
+    return Decision("never", f"no {names} on both this version and {active.ref} to compare: the active "
+                             "version stays (train a classifier on the dataset to evaluate image models)")
