@@ -88,7 +88,8 @@ def evaluate_generator(sample: Sampler, classifier: Classifier, train: ImageSpli
                        vocabulary: dict[str, list[str]], type_condition: str, *, max_images: int, seed: int,
                        device: torch.device) -> Evaluation:
     """Generate one image per held-out image (its conditions, seed + index), then compare and classify."""
-    test = test.head(max_images)
+    if max_images < len(test):  # a random subset keeps the held-out mix of classes
+        test = test.take(np.sort(np.random.default_rng(seed).permutation(len(test))[:max_images]))
     rows = np.arange(len(test))
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     names = sorted(test.conditions)
