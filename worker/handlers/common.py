@@ -9,10 +9,11 @@ from typing import Any
 
 import torch
 
-from shared.schemas import Job
+from shared.schemas import Job, TrainInput
 from shared.storage import Storage
 from worker.context import WorkerContext
 from worker.promotion import decide
+from worker.training.common import TrainParams
 
 Progress = Callable[[float, str], None]
 ShouldStop = Callable[[], bool]
@@ -71,3 +72,12 @@ def publish(ctx: WorkerContext, summary: dict[str, Any], requested: str) -> dict
     decision = decide(summary, ctx.registry.active(summary["family"]), requested)
     active = ctx.registry.register(summary, activate=decision.mode)
     return {"active": active, "reason": decision.reason}
+
+
+def train_params(inp: TrainInput, defaults: dict[str, Any]) -> TrainParams:
+    """The job's training parameters: what it asked for, else the preset's."""
+    return TrainParams(epochs=inp.epochs or defaults["epochs"], batch_size=inp.batch_size or defaults["batch_size"],
+                       learning_rate=inp.learning_rate or defaults["learning_rate"],
+                       seed=inp.seed if inp.seed is not None else 0,
+                       max_train_examples=inp.max_train_examples or defaults.get("max_train_examples"),
+                       max_eval_examples=defaults.get("max_eval_examples"))

@@ -19,7 +19,15 @@ from worker.context import WorkerContext
 from worker.datasets.base import ImageDataset
 from worker.datasets.store import counts_of, load_dataset
 from worker.evaluation import evaluate_generator
-from worker.handlers.common import Progress, ShouldStop, StorageCheckpoint, publish, scaled, write_manifest
+from worker.handlers.common import (
+    Progress,
+    ShouldStop,
+    StorageCheckpoint,
+    publish,
+    scaled,
+    train_params,
+    write_manifest,
+)
 from worker.handlers.train_classifier import train_domain_classifier
 from worker.handlers.train_lm import train_language_model
 from worker.images import grid, png_bytes, to_uint8
@@ -40,14 +48,7 @@ def build_config(family: ImageFamily, inp: TrainInput, dataset: ImageDataset) ->
         base["mean_condition"] = type_condition(dataset)
     config = replace(family.config(**base), **preset["model"])
     defaults = preset["train"]
-    params = TrainParams(
-        epochs=inp.epochs or defaults["epochs"],
-        batch_size=inp.batch_size or defaults["batch_size"],
-        learning_rate=inp.learning_rate or defaults["learning_rate"],
-        seed=inp.seed if inp.seed is not None else 0,
-        max_train_examples=inp.max_train_examples or defaults.get("max_train_examples"),
-        max_eval_examples=defaults.get("max_eval_examples"),
-    )
+    params = train_params(inp, defaults)
     return config, params
 
 

@@ -16,11 +16,19 @@ from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.datasets.base import ImageDataset, ImageSplit
 from worker.datasets.store import counts_of
-from worker.handlers.common import Progress, ShouldStop, StorageCheckpoint, publish, scaled, write_manifest
+from worker.handlers.common import (
+    Progress,
+    ShouldStop,
+    StorageCheckpoint,
+    publish,
+    scaled,
+    train_params,
+    write_manifest,
+)
 from worker.models import classifier
 from worker.plots import loss_curve_png
 from worker.training.classifier_trainer import train_classifier
-from worker.training.common import TrainParams, batches
+from worker.training.common import batches
 
 
 @torch.no_grad()
@@ -43,11 +51,7 @@ def train_domain_classifier(ctx: WorkerContext, job: Job, progress: Progress, sh
                                                  conditions={k: len(v) for k, v in dataset.vocabulary.items()}),
                      **preset["model"])
     defaults = preset["train"]
-    params = TrainParams(epochs=inp.epochs or defaults["epochs"], batch_size=inp.batch_size or defaults["batch_size"],
-                         learning_rate=inp.learning_rate or defaults["learning_rate"],
-                         seed=inp.seed if inp.seed is not None else 0,
-                         max_train_examples=inp.max_train_examples or defaults.get("max_train_examples"),
-                         max_eval_examples=defaults.get("max_eval_examples"))
+    params = train_params(inp, defaults)
     result = train_classifier(config, params, dataset.train, dataset.test, device=ctx.device,
                               progress=scaled(progress, 0.05, 0.9), should_stop=should_stop,
                               checkpoint=StorageCheckpoint(ctx.storage, f"jobs/{job.id}/checkpoint.pt"),

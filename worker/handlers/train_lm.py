@@ -21,10 +21,17 @@ from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.datasets.descriptions import vary_context
 from worker.datasets.store import load_pairs
-from worker.handlers.common import Progress, ShouldStop, StorageCheckpoint, publish, scaled, write_manifest
+from worker.handlers.common import (
+    Progress,
+    ShouldStop,
+    StorageCheckpoint,
+    publish,
+    scaled,
+    train_params,
+    write_manifest,
+)
 from worker.models import lm
 from worker.plots import loss_curve_png
-from worker.training.common import TrainParams
 from worker.training.lm_trainer import train_lm
 
 SAMPLE_CONTEXTS = 6
@@ -38,11 +45,7 @@ def train_language_model(ctx: WorkerContext, job: Job, progress: Progress, shoul
     preset = lm.PRESETS[inp.preset.value]
     config = replace(lm.LMConfig(), **preset["model"])
     defaults = preset["train"]
-    params = TrainParams(epochs=inp.epochs or defaults["epochs"], batch_size=inp.batch_size or defaults["batch_size"],
-                         learning_rate=inp.learning_rate or defaults["learning_rate"],
-                         seed=inp.seed if inp.seed is not None else 0,
-                         max_train_examples=inp.max_train_examples or defaults.get("max_train_examples"),
-                         max_eval_examples=defaults.get("max_eval_examples"))
+    params = train_params(inp, defaults)
     if inp.base_model:
         progress(0.03, f"loading the base model {inp.base_model}")
         build = partial(lm.from_pretrained, base_model_dir(ctx.settings, inp.base_model), config.n_positions)

@@ -18,7 +18,17 @@ import torch.nn.functional as F
 from shared.errors import JobCanceled
 from worker.datasets.base import ImageSplit
 from worker.models.cgan import CGAN, CGANConfig, hinge_d_loss, hinge_g_loss, standing_statistics
-from worker.training.common import CheckpointIO, Progress, ShouldStop, TrainParams, TrainResult, batches, to_batch
+from worker.training.common import (
+    CheckpointIO,
+    Progress,
+    ShouldStop,
+    TrainParams,
+    TrainResult,
+    batches,
+    resume,
+    save_epoch,
+    to_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +79,9 @@ def train_cgan(config: CGANConfig, params: TrainParams, train: ImageSplit, test:
     test = test.head(params.max_eval_examples)
     result = TrainResult(model=model)
 
-    saved = checkpoint.load() if checkpoint else None
-    if saved:
-        model.load_state_dict(saved["model"])
-        g_opt.load_state_dict(saved["g_opt"])
-        d_opt.load_state_dict(saved["d_opt"])
-        result.history = saved["history"]
-        result.resumed_from_epoch = len(result.history)
+    parts = {"model": model, "g_opt": g_opt, "d_opt": d_opt}
+    resume(checkpoint, result, parts)
+    if result.resumed_from_epoch:
         log.info("resuming GAN training after epoch %d", result.resumed_from_epoch)
 
     steps_per_epoch = max(1, math.ceil(len(train) / params.batch_size))
@@ -129,8 +135,6 @@ def train_cgan(config: CGANConfig, params: TrainParams, train: ImageSplit, test:
         result.history.append(row)
         progress((epoch + 1) / params.epochs, f"epoch {epoch + 1}/{params.epochs} done, D {row['d_loss']:.3f}, "
                                               f"G {row['g_loss']:.3f}")
-        if checkpoint:
-            checkpoint.save({"model": model.state_dict(), "g_opt": g_opt.state_dict(), "d_opt": d_opt.state_dict(),
-                             "history": result.history})
+        save_epoch(checkpoint, result, parts)
     model.eval()
     return result

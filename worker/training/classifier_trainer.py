@@ -14,7 +14,17 @@ from torch.nn import functional as F
 from shared.errors import JobCanceled
 from worker.datasets.base import ImageSplit
 from worker.models.classifier import Classifier, ClassifierConfig
-from worker.training.common import CheckpointIO, Progress, ShouldStop, TrainParams, TrainResult, batches, to_batch
+from worker.training.common import (
+    CheckpointIO,
+    Progress,
+    ShouldStop,
+    TrainParams,
+    TrainResult,
+    batches,
+    resume,
+    save_epoch,
+    to_batch,
+)
 
 log = logging.getLogger(__name__)
 SHIFT = 2  # pixels
@@ -58,12 +68,8 @@ def train_classifier(config: ClassifierConfig, params: TrainParams, train: Image
                                   params.seed)
     test = test.head(params.max_eval_examples)
     result = TrainResult(model=model)
-    saved = checkpoint.load() if checkpoint else None
-    if saved:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        result.history = saved["history"]
-        result.resumed_from_epoch = len(result.history)
+    parts = {"model": model, "optimizer": optimizer}
+    resume(checkpoint, result, parts)
     steps_per_epoch = max(1, math.ceil(len(train) / params.batch_size))
     total_steps = params.epochs * steps_per_epoch
     for epoch in range(result.resumed_from_epoch, params.epochs):
@@ -93,8 +99,6 @@ def train_classifier(config: ClassifierConfig, params: TrainParams, train: Image
         result.history.append(row)
         progress((epoch + 1) / params.epochs, f"epoch {epoch + 1}/{params.epochs} done, held-out accuracy "
                                               f"{row['accuracy']:.3f}")
-        if checkpoint:
-            checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "history": result.history})
+        save_epoch(checkpoint, result, parts)
     model.eval()
     return result

@@ -55,3 +55,19 @@ def batches(split: ImageSplit, batch_size: int, device: torch.device) -> Iterato
     """The split in order, batch by batch."""
     for start in range(0, len(split), batch_size):
         yield to_batch(split, np.arange(start, min(start + batch_size, len(split))), device)
+
+
+def resume(checkpoint: CheckpointIO | None, result: TrainResult, parts: dict[str, Any]) -> None:
+    """Restore what `save_epoch` wrote after the last finished epoch (modules and optimizers by name)
+    and the history, so a redelivered job goes on from the next epoch."""
+    saved = checkpoint.load() if checkpoint else None
+    if saved:
+        for name, part in parts.items():
+            part.load_state_dict(saved[name])
+        result.history = saved["history"]
+        result.resumed_from_epoch = len(result.history)
+
+
+def save_epoch(checkpoint: CheckpointIO | None, result: TrainResult, parts: dict[str, Any]) -> None:
+    if checkpoint:
+        checkpoint.save({**{name: part.state_dict() for name, part in parts.items()}, "history": result.history})

@@ -12,7 +12,17 @@ import torch
 from shared.errors import JobCanceled
 from worker.datasets.base import ImageSplit
 from worker.models.cvae import CVAE, CVAEConfig, fit_latent_statistics, loss_terms
-from worker.training.common import CheckpointIO, Progress, ShouldStop, TrainParams, TrainResult, batches, to_batch
+from worker.training.common import (
+    CheckpointIO,
+    Progress,
+    ShouldStop,
+    TrainParams,
+    TrainResult,
+    batches,
+    resume,
+    save_epoch,
+    to_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +53,9 @@ def train_cvae(config: CVAEConfig, params: TrainParams, train: ImageSplit, test:
     test = test.head(params.max_eval_examples)
     result = TrainResult(model=model)
 
-    saved = checkpoint.load() if checkpoint else None
-    if saved:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        result.history = saved["history"]
-        result.resumed_from_epoch = len(result.history)
+    parts = {"model": model, "optimizer": optimizer}
+    resume(checkpoint, result, parts)
+    if result.resumed_from_epoch:
         log.info("resuming training after epoch %d", result.resumed_from_epoch)
 
     steps_per_epoch = math.ceil(len(train) / params.batch_size)
@@ -84,9 +91,7 @@ def train_cvae(config: CVAEConfig, params: TrainParams, train: ImageSplit, test:
         result.history.append(row)
         progress((epoch + 1) / params.epochs, f"epoch {epoch + 1}/{params.epochs} done, "
                                               f"test loss {held_out['loss']:.2f}")
-        if checkpoint:
-            checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "history": result.history})
+        save_epoch(checkpoint, result, parts)
     fit_latent_statistics(model, batches(train, params.batch_size, device))
     model.eval()
     return result

@@ -13,7 +13,7 @@ import torch
 
 from shared.errors import JobCanceled
 from worker.models.lm import LanguageModel, encode_pair, special_id
-from worker.training.common import CheckpointIO, Progress, ShouldStop, TrainParams, TrainResult
+from worker.training.common import CheckpointIO, Progress, ShouldStop, TrainParams, TrainResult, resume, save_epoch
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,8 @@ def train_lm(build: Callable[[], LanguageModel], params: TrainParams, train: Seq
     train = list(train)[: params.max_train_examples] if params.max_train_examples else list(train)
     test = list(test)[: params.max_eval_examples] if params.max_eval_examples else list(test)
     result = TrainResult(model=lm)
-    saved = checkpoint.load() if checkpoint else None
-    if saved:
-        lm.model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        result.history = saved["history"]
-        result.resumed_from_epoch = len(result.history)
+    parts = {"model": lm.model, "optimizer": optimizer}
+    resume(checkpoint, result, parts)
     steps_per_epoch = max(1, math.ceil(len(train) / params.batch_size))
     total_steps = params.epochs * steps_per_epoch
     for epoch in range(result.resumed_from_epoch, params.epochs):
@@ -107,8 +103,6 @@ def train_lm(build: Callable[[], LanguageModel], params: TrainParams, train: Seq
         result.history.append(row)
         progress((epoch + 1) / params.epochs, f"epoch {epoch + 1}/{params.epochs} done, held-out perplexity "
                                               f"{row['test_perplexity']:.2f}")
-        if checkpoint:
-            checkpoint.save({"model": lm.model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "history": result.history})
+        save_epoch(checkpoint, result, parts)
     lm.model.eval()
     return result
