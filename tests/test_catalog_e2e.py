@@ -250,3 +250,12 @@ def test_train_the_domain_classifier(client: Client, catalog_slice: dict) -> Non
     assert set(evaluation["per_class_adherence"]) <= set(CATALOG_SLICE["classes"])
     listed = client.http.get(f"{client.base}/v1/models?family=cvae", timeout=10).json()["models"]
     assert next(m for m in listed if m["ref"] == cvae["output"]["model"])["metrics"]["fid"] == evaluation["fid"]
+
+    # and each generated image of a model on that dataset carries the classifier's confidence
+    generated = client.wait(client.submit("generate_images", {"prompt": "black jumpsuit", "n": 3, "seed": 4,
+                                                              "model": cvae["output"]["model"]})["id"], timeout=120)
+    assert generated["status"] == "succeeded", generated
+    assert generated["output"]["classifier"] == out["model"]
+    for image in generated["output"]["images"]:
+        assert set(image["confidence"]) == {"articleType", "baseColour"}
+        assert all(0 <= p <= 1 for p in image["confidence"].values())

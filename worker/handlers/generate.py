@@ -8,16 +8,19 @@ from __future__ import annotations
 import logging
 from functools import partial
 
+import numpy as np
+import torch
+
 from shared.conditions import resolve_conditions
 from shared.errors import JobCanceled
 from shared.schemas import AttributesInput, GenerateImagesInput, Job, ModelVersion
 from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.describing import request_for, write_copy
-from worker.handlers.common import Progress, ShouldStop, write_manifest
+from worker.handlers.common import Progress, ShouldStop, classifier_for, write_manifest
 from worker.handlers.conditioning import interpret_prompt, names_of, pinned_model, roles_of
 from worker.images import grid, png_bytes, to_uint8
-from worker.models import FAMILIES, IMAGE_FAMILIES, lm
+from worker.models import FAMILIES, IMAGE_FAMILIES, classifier, lm
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,11 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
     if interpreted is not None:
         output["prompt"] = inp.prompt
         output["interpreted"] = interpreted
+    judged = _confidence(ctx, meta, cond, images)
+    if judged:
+        output["classifier"] = judged["classifier"]
+        for image, confidence in zip(output["images"], judged["confidence"], strict=True):
+            image["confidence"] = confidence
     if inp.descriptions:
         if should_stop():
             raise JobCanceled()
@@ -96,3 +104,16 @@ def _descriptions(ctx: WorkerContext, inp: GenerateImagesInput, meta: ModelVersi
                                                          colour=names.get(roles.get("colour", "")))
     request = request_for(ctx, writer.dataset, inp.prompt, attributes)
     return write_copy(ctx, writer.ref, writer.dataset, request, seeds, lm.SamplingParams())
+
+
+def _confidence(ctx: WorkerContext, meta: ModelVersion, cond: dict[str, int], images: np.ndarray) -> dict | None:
+    """Per image, the domain classifier's probability for each requested condition value; None when
+    no classifier was trained on the model's dataset."""
+    judge = classifier_for(ctx, meta.dataset, meta.vocabulary)
+    if judge is None:
+        return None
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0).to(ctx.device)
+    probs = classifier.predict(ctx.load_model(judge.ref), batch)
+    per_image = [{name: round(float(probs[name][i, index]), 4) for name, index in cond.items() if name in probs}
+                 for i in range(len(images))]
+    return {"classifier": judge.ref, "confidence": per_image}

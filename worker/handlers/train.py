@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from shared.registry import model_prefix, parse_ref
-from shared.schemas import Job, ModelVersion, TrainInput
+from shared.schemas import Job, TrainInput
 from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.datasets.base import ImageDataset
@@ -23,6 +23,7 @@ from worker.handlers.common import (
     Progress,
     ShouldStop,
     StorageCheckpoint,
+    classifier_for,
     publish,
     scaled,
     train_params,
@@ -161,18 +162,10 @@ def train(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldS
 EVAL_IMAGES = {"tiny": 128, "cpu": 1000, "gpu": 2000}  # generated images compared with as many held-out ones
 
 
-def classifier_for(ctx: WorkerContext, dataset: ImageDataset) -> ModelVersion | None:
-    """The classifier to judge a model trained on `dataset`: the active one if it was trained on it,
-    else the newest trained on it (with the same vocabulary)."""
-    same = [m for m in ctx.registry.list("classifier")
-            if m.dataset == dataset.name and m.vocabulary == dataset.vocabulary]
-    return next((m for m in same if m.active), same[-1] if same else None)
-
-
 def evaluate_version(ctx: WorkerContext, family: ImageFamily, model: Any, dataset: ImageDataset, inp: TrainInput,
                      seed: int) -> dict[str, Any]:
     """classifier-FID/KID, the real-vs-real floor and class adherence, or why there are none."""
-    judge = classifier_for(ctx, dataset)
+    judge = classifier_for(ctx, dataset.name, dataset.vocabulary)
     if judge is None:
         return {"skipped": f"no classifier trained on {dataset.name}: submit a train job with family classifier "
                            "to evaluate its generative models"}
