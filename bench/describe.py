@@ -27,9 +27,7 @@ from pathlib import Path
 
 import torch
 
-from shared.registry import model_prefix, parse_ref
-from shared.settings import Settings
-from shared.storage import Storage
+from bench.local import load_version, local_storage
 from worker.datasets import descriptions
 from worker.describing import CopyRequest, from_interpretation, ranked
 from worker.description_scoring import CopyIndex, TrainingCopy, adherence, lexicon, similarities
@@ -45,12 +43,8 @@ SPEED_CONTEXTS = ["Women Black Solid Jumpsuit", "Men Navy Blue Checked Casual Sh
 def load_checkpoint(args: argparse.Namespace) -> lm.LanguageModel:
     if args.checkpoint:
         blob = args.checkpoint.read_bytes()
-    else:  # the local store `make run` keeps under var/, unless S3_* point elsewhere
-        access, secret = json.loads((args.var / "s3" / "credentials.json").read_text()).values()
-        settings = Settings.from_env(**{} if os.environ.get("S3_ENDPOINT_URL") else {
-            "s3_endpoint_url": "http://127.0.0.1:8333", "s3_access_key_id": access, "s3_secret_access_key": secret})
-        blob = Storage(settings).get(model_prefix(*parse_ref(args.model)) + "model.pt")
-    return lm.from_checkpoint(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
+        return lm.from_checkpoint(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
+    return load_version(local_storage(args.var), args.model)[0]
 
 
 def speed(model: lm.LanguageModel, n: int, repeats: int, device: str) -> tuple[float, float]:

@@ -10,8 +10,6 @@ Reads the local store `make run` keeps under var/ (or the S3_* settings when set
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import os
 import platform
 import time
@@ -20,27 +18,11 @@ from pathlib import Path
 
 import torch
 
-from shared.registry import model_prefix, parse_ref
+from bench.local import load_version, local_storage
 from shared.settings import Settings
-from shared.storage import Storage
 from worker.datasets.store import load_dataset
 from worker.evaluation import evaluate_generator
-from worker.models import FAMILIES, IMAGE_FAMILIES
-
-
-def local_storage(var: Path) -> Storage:
-    if os.environ.get("S3_ENDPOINT_URL"):
-        return Storage(Settings.from_env())
-    access, secret = json.loads((var / "s3" / "credentials.json").read_text()).values()
-    return Storage(Settings.from_env(s3_endpoint_url="http://127.0.0.1:8333", s3_access_key_id=access,
-                                     s3_secret_access_key=secret))
-
-
-def load(storage: Storage, ref: str, device: str) -> tuple[object, dict]:
-    family, version = parse_ref(ref)
-    blob = storage.get(model_prefix(family, version) + "model.pt")
-    model = FAMILIES[family].from_checkpoint(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
-    return model.to(device), storage.get_json(model_prefix(family, version) + "model.json")
+from worker.models import IMAGE_FAMILIES
 
 
 def main() -> None:
@@ -54,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     storage = local_storage(args.var)
-    judge, judge_meta = load(storage, args.classifier, args.device)
+    judge, judge_meta = load_version(storage, args.classifier, args.device)
     dataset = load_dataset(judge_meta["dataset"], storage, Settings.from_env(), lambda *_: None)
     kind = (dataset.roles or {}).get("type") or sorted(dataset.vocabulary)[0]
     print(f"classifier {args.classifier} on {dataset.name} (held-out accuracy "
@@ -63,7 +45,7 @@ def main() -> None:
     print("| model | sampling | FID | floor FID | KID | floor KID | adherence | lowest per-type adherence | time |")
     print("|---|---|---|---|---|---|---|---|---|")
     for ref in args.models:
-        model, meta = load(storage, ref, args.device)
+        model, meta = load_version(storage, ref, args.device)
         if meta["dataset"] != dataset.name:
             print(f"| {ref} | trained on {meta['dataset']}, not {dataset.name}: skipped | | | | | | | |")
             continue

@@ -182,3 +182,27 @@ class MemoryCheckpoint:
     def save(self, state: dict) -> None:
         self.state = copy.deepcopy(state)
         self.saves += 1
+
+
+def whole_and_resumed(run: Any, stop_after_calls: int = 6) -> tuple[Any, Any, MemoryCheckpoint]:
+    """A training loop run uninterrupted, and run again stopped (JobCanceled) after
+    `stop_after_calls` stop checks (4 batches an epoch in the tests: inside epoch two), then resumed
+    from its checkpoint. `run(should_stop, checkpoint)` calls the loop. Returns (whole, resumed,
+    the checkpoint as the interrupted run left it)."""
+    from shared.errors import JobCanceled
+
+    whole = run(lambda: False, None)
+    checkpoint, calls = MemoryCheckpoint(), {"n": 0}
+
+    def stop_in_epoch_two() -> bool:
+        calls["n"] += 1
+        return calls["n"] > stop_after_calls
+
+    try:
+        run(stop_in_epoch_two, checkpoint)
+    except JobCanceled:
+        pass
+    else:
+        raise AssertionError("the interrupted run was not stopped")
+    interrupted = copy.deepcopy(checkpoint)
+    return whole, run(lambda: False, checkpoint), interrupted

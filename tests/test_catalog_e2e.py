@@ -231,12 +231,10 @@ def test_train_the_domain_classifier(client: Client, catalog_slice: dict) -> Non
     assert 0 <= out["metrics"]["accuracy_articleType"] <= 1
     assert set(out["per_class_accuracy"]["articleType"]) <= set(CATALOG_SLICE["classes"])
     assert Image.open(io.BytesIO(client.download(out["artifacts"]["loss_curve"]["url"]))).format == "PNG"
-    refused = client.http.post(f"{client.base}/v1/jobs", json={"type": "generate_images", "input": {
-        "prompt": "black jumpsuit", "model": out["model"]}}, timeout=10)
-    assert refused.status_code == 422 and refused.json()["error"]["code"] == "wrong_model_family"
-    text = client.http.post(f"{client.base}/v1/jobs", json={"type": "train", "input": {
-        "family": "classifier", "dataset": "descriptions"}}, timeout=10)
-    assert text.status_code == 422 and text.json()["error"]["code"] == "wrong_dataset_format"
+    refused = client.submit("generate_images", {"prompt": "black jumpsuit", "model": out["model"]}, expect=422)
+    assert refused["error"]["code"] == "wrong_model_family"
+    text = client.submit("train", {"family": "classifier", "dataset": "descriptions"}, expect=422)
+    assert text["error"]["code"] == "wrong_dataset_format"
 
     # a generative model trained after it is evaluated with it: FID/KID next to the real floor, adherence
     cvae = client.wait(client.submit("train", {"family": "cvae", "dataset": "catalog-slice", "preset": "tiny",

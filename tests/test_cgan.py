@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.errors import JobCanceled
-from tests.support import MemoryCheckpoint
+from tests.support import whole_and_resumed
 from worker.datasets.base import ImageSplit
 from worker.models import cgan
 from worker.training.cgan_trainer import train_cgan, translate
@@ -98,20 +97,11 @@ def test_training_runs_updates_the_ema_and_is_deterministic() -> None:
 
 
 def test_resume_from_a_checkpoint_matches_an_uninterrupted_run() -> None:
-    whole = train_cgan(config(), params(3), toy_split(), toy_split(16, seed=1), device=CPU,
-                       progress=lambda *_: None, should_stop=lambda: False)
-    checkpoint, calls = MemoryCheckpoint(), {"n": 0}
-
-    def stop_in_epoch_two() -> bool:
-        calls["n"] += 1
-        return calls["n"] > 6  # 4 batches per epoch: stop during the second
-
-    with pytest.raises(JobCanceled):
-        train_cgan(config(), params(3), toy_split(), toy_split(16, seed=1), device=CPU, progress=lambda *_: None,
-                   should_stop=stop_in_epoch_two, checkpoint=checkpoint)
-    assert len(checkpoint.state["history"]) == 1
-    resumed = train_cgan(config(), params(3), toy_split(), toy_split(16, seed=1), device=CPU,
-                         progress=lambda *_: None, should_stop=lambda: False, checkpoint=checkpoint)
+    whole, resumed, interrupted = whole_and_resumed(
+        lambda should_stop, checkpoint: train_cgan(config(), params(3), toy_split(), toy_split(16, seed=1),
+                                                   device=CPU, progress=lambda *_: None, should_stop=should_stop,
+                                                   checkpoint=checkpoint))
+    assert len(interrupted.state["history"]) == 1
     assert resumed.resumed_from_epoch == 1
     assert resumed.history[-1]["d_loss"] == pytest.approx(whole.history[-1]["d_loss"], rel=1e-4)
     assert torch.allclose(cgan.sample(resumed.model, {"articleType": 1, "baseColour": 0}, [3]),

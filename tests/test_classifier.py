@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.errors import JobCanceled
-from tests.support import MemoryCheckpoint
+from tests.support import whole_and_resumed
 from worker.datasets.base import ImageSplit
 from worker.models import classifier
 from worker.training.classifier_trainer import augment, evaluate, train_classifier
@@ -66,18 +65,9 @@ def test_augmentation_keeps_shapes_and_is_seeded() -> None:
 
 def test_resume_matches_an_uninterrupted_run() -> None:
     train, test = squares(128, 0), squares(64, 1)
-    whole = train_classifier(CONFIG, params(2), train, test, device=CPU, progress=lambda *_: None,
-                             should_stop=lambda: False)
-    checkpoint, calls = MemoryCheckpoint(), {"n": 0}
-
-    def stop_in_epoch_two() -> bool:
-        calls["n"] += 1
-        return calls["n"] > 6  # 4 batches per epoch
-
-    with pytest.raises(JobCanceled):
-        train_classifier(CONFIG, params(2), train, test, device=CPU, progress=lambda *_: None,
-                         should_stop=stop_in_epoch_two, checkpoint=checkpoint)
-    resumed = train_classifier(CONFIG, params(2), train, test, device=CPU, progress=lambda *_: None,
-                               should_stop=lambda: False, checkpoint=checkpoint)
+    whole, resumed, _ = whole_and_resumed(
+        lambda should_stop, checkpoint: train_classifier(CONFIG, params(2), train, test, device=CPU,
+                                                         progress=lambda *_: None, should_stop=should_stop,
+                                                         checkpoint=checkpoint))
     assert resumed.resumed_from_epoch == 1
     assert resumed.final["test_loss"] == pytest.approx(whole.final["test_loss"], rel=1e-4)

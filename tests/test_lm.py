@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared.errors import JobCanceled
-from tests.support import MemoryCheckpoint
+from tests.support import whole_and_resumed
 from worker.models import lm
 from worker.training.common import TrainParams
 from worker.training.lm_trainer import IGNORE, collate, perplexity, train_lm
@@ -132,18 +131,9 @@ def test_a_directory_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
 
 
 def test_resume_matches_an_uninterrupted_run(tokenizer: object) -> None:
-    whole = train_lm(fresh(tokenizer), params(2), PAIRS, PAIRS[:8], device=CPU, progress=lambda *_: None,
-                     should_stop=lambda: False)
-    checkpoint, calls = MemoryCheckpoint(), {"n": 0}
-
-    def stop_in_epoch_two() -> bool:
-        calls["n"] += 1
-        return calls["n"] > 6  # 4 batches per epoch
-
-    with pytest.raises(JobCanceled):
-        train_lm(fresh(tokenizer), params(2), PAIRS, PAIRS[:8], device=CPU, progress=lambda *_: None,
-                 should_stop=stop_in_epoch_two, checkpoint=checkpoint)
-    resumed = train_lm(fresh(tokenizer), params(2), PAIRS, PAIRS[:8], device=CPU, progress=lambda *_: None,
-                       should_stop=lambda: False, checkpoint=checkpoint)
+    whole, resumed, _ = whole_and_resumed(
+        lambda should_stop, checkpoint: train_lm(fresh(tokenizer), params(2), PAIRS, PAIRS[:8], device=CPU,
+                                                 progress=lambda *_: None, should_stop=should_stop,
+                                                 checkpoint=checkpoint))
     assert resumed.resumed_from_epoch == 1
     assert resumed.history[-1]["test_perplexity"] == pytest.approx(whole.history[-1]["test_perplexity"], rel=1e-4)

@@ -38,20 +38,17 @@ def test_train_the_description_model(client: Client, trained_lm: dict) -> None:
     assert [m["ref"] for m in models] == [output["model"]] and models[0]["vocabulary"] == {}
 
     # a text model is not an image model, and image datasets do not train it
-    refused = client.http.post(f"{client.base}/v1/jobs", json={"type": "generate_images", "input": {
-        "prompt": "black jumpsuit", "model": output["model"]}}, timeout=10)
-    assert refused.status_code == 422 and refused.json()["error"]["field"] == "input.model"
-    wrong = client.http.post(f"{client.base}/v1/jobs", json={"type": "train", "input": {
-        "family": "lm", "dataset": "catalog"}}, timeout=10)
-    assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "wrong_dataset_format"
+    refused = client.submit("generate_images", {"prompt": "black jumpsuit", "model": output["model"]}, expect=422)
+    assert refused["error"]["field"] == "input.model"
+    wrong = client.submit("train", {"family": "lm", "dataset": "catalog"}, expect=422)
+    assert wrong["error"]["code"] == "wrong_dataset_format"
 
     # a pretrained base is only for lm, and must exist under ATELIER_BASE_MODELS
-    base_on_cvae = client.http.post(f"{client.base}/v1/jobs", json={"type": "train", "input": {
-        "family": "cvae", "dataset": "fashion-mnist", "base_model": "gpt2"}}, timeout=10)
-    assert base_on_cvae.status_code == 422 and base_on_cvae.json()["error"]["field"] == "input.base_model"
-    outside = client.http.post(f"{client.base}/v1/jobs", json={"type": "train", "input": {
-        "family": "lm", "dataset": "descriptions", "base_model": "../etc"}}, timeout=10)
-    assert outside.status_code == 422
+    base_on_cvae = client.submit("train", {"family": "cvae", "dataset": "fashion-mnist", "base_model": "gpt2"},
+                                 expect=422)
+    assert base_on_cvae["error"]["field"] == "input.base_model"
+    outside = client.submit("train", {"family": "lm", "dataset": "descriptions", "base_model": "../etc"}, expect=422)
+    assert outside["error"]["field"] == "input.base_model"
     missing = client.wait(client.submit("train", {"family": "lm", "dataset": "descriptions", "preset": "tiny",
                                                   "base_model": "no-such-base"})["id"], timeout=60)
     assert missing["status"] == "failed" and missing["error"]["code"] == "base_model_not_found"
@@ -118,10 +115,7 @@ def test_describe_attributes_and_bad_input(client: Client, trained_lm: dict) -> 
     assert free["opening"] == "" and free["requested"]["colour"] == "Navy Blue"
 
     def refused(job_input: dict) -> dict:
-        answer = client.http.post(f"{client.base}/v1/jobs", json={"type": "describe", "input": job_input},
-                                  timeout=10)
-        assert answer.status_code in (404, 422), answer.text
-        return answer.json()["error"]
+        return client.submit("describe", job_input, expect=(404, 422))["error"]
 
     assert refused({"prompt": "black dress", "n": 17})["field"] == "input.n"
     assert refused({"prompt": "black dress", "attributes": {"type": "dress"}})["field"] == "input.prompt"
@@ -141,6 +135,6 @@ def test_images_with_descriptions(client: Client, trained_lm: dict, catalog_mode
     assert [image["index"] for image in described] == [0, 1]
     assert all(image["description"]["text"] and image["description"]["seed"] == image["seed"] for image in described)
     assert "short sleeves" in str(described[0]["description"]["adherence"]["present"])
-    too_many = client.http.post(f"{client.base}/v1/jobs", json={"type": "generate_images", "input": {
-        "prompt": "black jumpsuit", "model": catalog_models["cvae"], "n": 2, "descriptions": 3}}, timeout=10)
-    assert too_many.status_code == 422 and too_many.json()["error"]["field"] == "input.descriptions"
+    too_many = client.submit("generate_images", {"prompt": "black jumpsuit", "model": catalog_models["cvae"], "n": 2,
+                                                 "descriptions": 3}, expect=422)
+    assert too_many["error"]["field"] == "input.descriptions"
