@@ -40,6 +40,24 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
 
 
+def epoch_order(split: ImageSplit, rng: np.random.Generator, balance_by: str | None = None) -> np.ndarray:
+    """One epoch's example order: a permutation, or with `balance_by` len(split) draws with replacement,
+    each class of that condition equally likely."""
+    if balance_by is None:
+        return rng.permutation(len(split))
+    labels = split.conditions[balance_by]
+    counts = np.bincount(labels)
+    p = 1.0 / counts[labels]
+    return rng.choice(len(split), size=len(split), replace=True, p=p / p.sum())
+
+
+def inverse_frequency(split: ImageSplit, condition: str, classes: int, device: torch.device) -> torch.Tensor:
+    """Cross-entropy class weights n / (classes * count), so a balanced set has every weight 1."""
+    counts = np.bincount(split.conditions[condition], minlength=classes).astype(np.float64)
+    weights = len(split) / (classes * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32, device=device)
+
+
 @torch.no_grad()
 def evaluate(model: Classifier, split: ImageSplit, batch_size: int, device: torch.device) -> dict[str, float]:
     """Held-out loss and accuracy per head ("accuracy_<head>"), and their mean ("accuracy")."""
@@ -60,7 +78,12 @@ def evaluate(model: Classifier, split: ImageSplit, batch_size: int, device: torc
 
 def train_classifier(config: ClassifierConfig, params: TrainParams, train: ImageSplit, test: ImageSplit, *,
                      device: torch.device, progress: Progress, should_stop: ShouldStop,
-                     checkpoint: CheckpointIO | None = None, stratify_by: str | None = None) -> TrainResult:
+                     checkpoint: CheckpointIO | None = None, stratify_by: str | None = None,
+                     class_weights: dict[str, torch.Tensor] | None = None,
+                     oversample_by: str | None = None) -> TrainResult:
+    """`class_weights` weight each head's cross-entropy per class; `oversample_by` draws each epoch's
+    examples with replacement so every value of that condition is equally likely (both are the
+    usual answers to rare classes, measured against synthetic data by bench/augment_eval.py)."""
     torch.manual_seed(params.seed)
     model = Classifier(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.learning_rate, weight_decay=1e-4)
@@ -74,7 +97,7 @@ def train_classifier(config: ClassifierConfig, params: TrainParams, train: Image
     total_steps = params.epochs * steps_per_epoch
     for epoch in range(result.resumed_from_epoch, params.epochs):
         model.train()
-        order = np.random.default_rng([params.seed, epoch]).permutation(len(train))
+        order = epoch_order(train, np.random.default_rng([params.seed, epoch]), oversample_by)
         gen = torch.Generator(device=device).manual_seed(params.seed * 1000 + epoch)
         loss_sum = 0.0
         for step in range(steps_per_epoch):
@@ -85,7 +108,8 @@ def train_classifier(config: ClassifierConfig, params: TrainParams, train: Image
                 group["lr"] = params.learning_rate * 0.5 * (1 + math.cos(math.pi * done / total_steps))
             x, cond = to_batch(train, order[step * params.batch_size:(step + 1) * params.batch_size], device)
             logits = model(augment(x, gen))
-            loss = sum(F.cross_entropy(out, cond[name]) for name, out in logits.items())
+            weights = class_weights or {}
+            loss = sum(F.cross_entropy(out, cond[name], weight=weights.get(name)) for name, out in logits.items())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
