@@ -21,7 +21,7 @@ import torch
 
 from worker.evaluation import to_float
 from worker.feature_index import FeatureIndex
-from worker.models.classifier import Classifier
+from worker.models.classifier import Classifier, predict_with_features
 
 LOW_CONFIDENCE, NEAR_DUPLICATE = "low_confidence", "near_duplicate"
 
@@ -72,23 +72,19 @@ def judge(images: np.ndarray, target: dict[str, np.ndarray], gate_on: str, class
           index: FeatureIndex, rule: GateRule, device: torch.device) -> Judgement:
     """Classify and place each candidate (uint8 [N, H, W, C]); `target` holds each image's requested
     value per condition, `gate_on` names the condition the confidence gate applies to."""
-    classifier.eval()
-    raw = classifier.features(to_float(images).to(device))  # the heads read the pooled features (eval mode)
-    heads = {name: head(raw).softmax(dim=-1) for name, head in classifier.heads.items()}
-    features = torch.nn.functional.normalize(raw, dim=1)
+    heads, features = predict_with_features(classifier, to_float(images).to(device))
     confidence = {name: probs.gather(1, torch.as_tensor(target[name], device=device)[:, None])[:, 0].cpu().numpy()
                   for name, probs in heads.items() if name in target}
-    sims, rows = index.search(features.cpu().numpy(), 1, train_only=True)
-    distance = 1.0 - sims[:, 0]
+    distance, rows = index.nearest_train(features.cpu().numpy())
     reasons: list[str | None] = []
     for i in range(len(images)):
-        if confidence[gate_on][i] < rule.min_confidence:
-            reasons.append(LOW_CONFIDENCE)
-        elif distance[i] <= rule.min_distance:
+        if distance[i] <= rule.min_distance:  # a copy is a copy, however confident the classifier is
             reasons.append(NEAR_DUPLICATE)
+        elif confidence[gate_on][i] < rule.min_confidence:
+            reasons.append(LOW_CONFIDENCE)
         else:
             reasons.append(None)
-    return Judgement(confidence, distance, [str(index.ids[r]) for r in rows[:, 0]], reasons)
+    return Judgement(confidence, distance, [str(index.ids[r]) for r in rows], reasons)
 
 
 def class_seed(dataset: str, date: str, class_name: str) -> int:

@@ -58,6 +58,7 @@ class WorkerContext:
         self.datasets = LRUCache(2)
         self.vocabularies = LRUCache(32)  # prompt-interpreter tables per model version
         self.training_copies = LRUCache(2)  # description models' training copy, for the copy check
+        self.feature_indexes = LRUCache(2)  # nearest real items, per dataset and classifier version
 
     @cached_property
     def store(self) -> JobStore:
@@ -115,3 +116,37 @@ class WorkerContext:
             return TrainingCopy.build(train)
 
         return self.training_copies.get_or_load(dataset, build)
+
+    def image_dataset(self, name: str, progress: Callable[[float, str], None] | None = None) -> Any:
+        """An image dataset from object storage (importing a built-in one on first use), once per process."""
+        from worker.datasets.store import load_dataset
+
+        return self.datasets.get_or_load(
+            name, lambda: load_dataset(name, self.storage, self.settings, progress or (lambda *_: None)))
+
+    def feature_index(self, dataset: str, classifier_ref: str, *, build: bool = True,
+                      progress: Callable[[float, str], None] | None = None) -> Any:
+        """The nearest-item index of a dataset under a classifier version: loaded from object storage,
+        or (with `build`) built and stored there first. None when it is not stored and `build` is off:
+        interactive jobs do not pay for embedding a whole catalog."""
+        from worker.feature_index import FeatureIndex, build_index, index_key
+
+        key = index_key(dataset, classifier_ref)
+
+        def load() -> Any:
+            if self.storage.exists(key):
+                return FeatureIndex.from_npz(self.storage.get(key))
+            if not build:
+                return None
+            catalog = f"datasets/{dataset}/index.json"
+            titles = ({row["id"]: row.get("title") or "" for row in self.storage.get_json(catalog)}
+                      if self.storage.exists(catalog) else {})
+            index = build_index(self.load_model(classifier_ref), self.image_dataset(dataset, progress), titles,
+                                self.device, progress or (lambda *_: None))
+            self.storage.put(key, index.to_npz())
+            return index
+
+        index = self.feature_indexes.get_or_load(f"{dataset}|{classifier_ref}", load)
+        if index is None:
+            self.feature_indexes.forget(f"{dataset}|{classifier_ref}")  # look again next time
+        return index

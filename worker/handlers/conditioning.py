@@ -13,7 +13,6 @@ from shared.errors import JobFailure
 from shared.registry import parse_ref
 from shared.schemas import Endpoint, Job, ModelVersion
 from worker.context import WorkerContext
-from worker.datasets.store import load_dataset
 from worker.prompts import not_understood
 
 
@@ -91,8 +90,7 @@ def resolve_endpoint(ctx: WorkerContext, meta: ModelVersion, endpoint: Endpoint,
 
 def catalog_item(ctx: WorkerContext, meta: ModelVersion, item_id: str, field_name: str) -> Resolved:
     """A real item of the model's training dataset, with its conditions in the model's vocabulary."""
-    dataset = ctx.datasets.get_or_load(
-        meta.dataset, lambda: load_dataset(meta.dataset, ctx.storage, ctx.settings, lambda *_: None))
+    dataset = ctx.image_dataset(meta.dataset)
     for split in (dataset.train, dataset.test):
         if split.ids is None:
             break

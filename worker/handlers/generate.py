@@ -9,7 +9,6 @@ import logging
 from functools import partial
 
 import numpy as np
-import torch
 
 from shared.conditions import resolve_conditions
 from shared.errors import JobCanceled
@@ -17,12 +16,14 @@ from shared.schemas import AttributesInput, GenerateImagesInput, Job, ModelVersi
 from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.describing import request_for, write_copy
+from worker.evaluation import to_float
 from worker.handlers.common import Progress, ShouldStop, classifier_for, write_manifest
 from worker.handlers.conditioning import interpret_prompt, names_of, pinned_model, roles_of
 from worker.images import grid, png_bytes, to_uint8
 from worker.models import FAMILIES, IMAGE_FAMILIES, classifier, lm
 
 log = logging.getLogger(__name__)
+NEAREST = 5  # real items listed per generated image
 
 
 def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop) -> dict:
@@ -78,11 +79,13 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
     if interpreted is not None:
         output["prompt"] = inp.prompt
         output["interpreted"] = interpreted
-    judged = _confidence(ctx, meta, cond, images)
+    judged = _explain(ctx, meta, cond, images)
     if judged:
-        output["classifier"] = judged["classifier"]
-        for image, confidence in zip(output["images"], judged["confidence"], strict=True):
-            image["confidence"] = confidence
+        output["classifier"] = judged.pop("classifier")
+        if "nearest_skipped" in judged:
+            output["nearest_skipped"] = judged.pop("nearest_skipped")
+        for i, image in enumerate(output["images"]):
+            image.update({field: values[i] for field, values in judged.items()})
     if inp.descriptions:
         if should_stop():
             raise JobCanceled()
@@ -106,14 +109,19 @@ def _descriptions(ctx: WorkerContext, inp: GenerateImagesInput, meta: ModelVersi
     return write_copy(ctx, writer.ref, writer.dataset, request, seeds, lm.SamplingParams())
 
 
-def _confidence(ctx: WorkerContext, meta: ModelVersion, cond: dict[str, int], images: np.ndarray) -> dict | None:
-    """Per image, the domain classifier's probability for each requested condition value; None when
-    no classifier was trained on the model's dataset."""
+def _explain(ctx: WorkerContext, meta: ModelVersion, cond: dict[str, int], images: np.ndarray) -> dict | None:
+    """Per image, the domain classifier's probability for each requested condition value and the
+    five nearest real items of the dataset; None when no classifier was trained on the dataset."""
     judge = classifier_for(ctx, meta.dataset, meta.vocabulary)
     if judge is None:
         return None
-    batch = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0).to(ctx.device)
-    probs = classifier.predict(ctx.load_model(judge.ref), batch)
+    probs, features = classifier.predict_with_features(ctx.load_model(judge.ref), to_float(images).to(ctx.device))
     per_image = [{name: round(float(probs[name][i, index]), 4) for name, index in cond.items() if name in probs}
                  for i in range(len(images))]
-    return {"classifier": judge.ref, "confidence": per_image}
+    out: dict = {"classifier": judge.ref, "confidence": per_image}
+    index = ctx.feature_index(meta.dataset, judge.ref, build=False)
+    if index is None:  # built by the classifier's train job or an augment run, not on the interactive queue
+        out["nearest_skipped"] = f"no nearest-item index for {judge.ref} on {meta.dataset} yet"
+    else:
+        out["nearest"] = [[n.public() for n in row] for row in index.nearest(features.cpu().numpy(), NEAREST)]
+    return out

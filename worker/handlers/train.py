@@ -17,7 +17,7 @@ from shared.schemas import Job, TrainInput
 from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.datasets.base import ImageDataset
-from worker.datasets.store import counts_of, load_dataset
+from worker.datasets.store import counts_of
 from worker.evaluation import evaluate_generator
 from worker.handlers.common import (
     Progress,
@@ -106,8 +106,7 @@ def train(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldS
     inp = TrainInput(**job.input)
     if inp.family.value == "lm":
         return train_language_model(ctx, job, progress, should_stop)
-    dataset = ctx.datasets.get_or_load(
-        inp.dataset, lambda: load_dataset(inp.dataset, ctx.storage, ctx.settings, scaled(progress, 0.0, 0.05)))
+    dataset = ctx.image_dataset(inp.dataset, scaled(progress, 0.0, 0.05))
     if inp.family.value == "classifier":
         return train_domain_classifier(ctx, job, progress, should_stop, dataset, type_condition(dataset))
     family = IMAGE_FAMILIES[inp.family.value]

@@ -16,6 +16,7 @@ from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.datasets.base import ImageDataset, ImageSplit
 from worker.datasets.store import counts_of
+from worker.feature_index import index_key
 from worker.handlers.common import (
     Progress,
     ShouldStop,
@@ -81,10 +82,14 @@ def train_domain_classifier(ctx: WorkerContext, job: Job, progress: Progress, sh
                "counts": counts_of(dataset), "roles": dataset.roles or {"type": type_condition}}
     ctx.storage.put_json(prefix + "model.json", summary)  # written last: the version is complete
     promotion = publish(ctx, summary, inp.promote)
+    # The nearest-item index under this version, built now (training queue) so that interactive
+    # generate jobs only ever load it.
+    ctx.feature_index(inp.dataset, ref, progress=scaled(progress, 0.94, 0.99))
     output = {"model": ref, "active": promotion["active"], "promotion": promotion,
               "metrics": summary["metrics"], "per_class_accuracy": per_class,
               "artifacts": {"weights": {"key": prefix + "model.pt"}, "loss_curve": {"key": prefix + "loss_curve.png"},
-                            "metrics": {"key": prefix + "metrics.json"}, "config": {"key": prefix + "config.json"}}}
+                            "metrics": {"key": prefix + "metrics.json"}, "config": {"key": prefix + "config.json"},
+                            "feature_index": {"key": index_key(inp.dataset, ref)}}}
     write_manifest(ctx.storage, job, output, seeds={"train": params.seed}, model=ref)
     ctx.storage.delete(f"jobs/{job.id}/checkpoint.pt")
     return output

@@ -81,8 +81,16 @@ class Classifier(nn.Module):
 @torch.no_grad()
 def predict(model: Classifier, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Class probabilities per head, {name: [B, classes]}."""
+    return predict_with_features(model, x)[0]
+
+
+@torch.no_grad()
+def predict_with_features(model: Classifier, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One pass: class probabilities per head and the pooled features [B, feature_dim] that the
+    nearest-item index compares."""
     model.eval()
-    return {name: logits.softmax(dim=-1) for name, logits in model(x).items()}
+    features = model.features(x)
+    return {name: head(features).softmax(dim=-1) for name, head in model.heads.items()}, features  # eval: no dropout
 
 
 def to_checkpoint(model: Classifier) -> dict[str, Any]:
