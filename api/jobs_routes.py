@@ -14,7 +14,7 @@ from api.errors import error_response
 from api.services import services
 from shared.conditions import resolve_conditions
 from shared.errors import AtelierError, Conflict, NotFound, ValidationFailed
-from shared.jobs import request_fingerprint
+from shared.jobs import DEFAULT_OWNER, request_fingerprint
 from shared.queue import JOB_TASKS, time_limit_s
 from shared.schemas import (
     BUILTIN_DATASETS,
@@ -23,6 +23,8 @@ from shared.schemas import (
     IMAGE_FAMILIES,
     SEED_MAX,
     TEXT_DATASETS,
+    AugmentInput,
+    AugmentJobRequest,
     DescribeJobRequest,
     Endpoint,
     ErrorResponse,
@@ -46,7 +48,6 @@ jobs_bp = APIBlueprint("jobs", __name__, url_prefix="/v1/jobs", abp_tags=[Tag(na
 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,4})(?:$|[,;\s])")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-DEFAULT_OWNER = "public"
 
 
 def current_owner() -> str:
@@ -111,6 +112,47 @@ def _check_endpoint(model: ModelVersion, endpoint: Endpoint, field: str) -> None
                                f"{model.ref} has none", code="item_not_supported", field=f"{field}.item")
 
 
+def _holds_text(name: str, field: str) -> bool:
+    """Whether a dataset holds product copy rather than images; 422 when it does not exist (the
+    built-in ones import themselves on first use)."""
+    if name in BUILTIN_DATASETS:
+        return name in TEXT_DATASETS
+    storage, key = services().storage, f"datasets/{name}/meta.json"
+    if not storage.exists(key):
+        raise ValidationFailed(f"dataset {name!r} has not been imported; POST /v1/datasets or submit an "
+                               "import_dataset job first", code="dataset_not_found", field=field)
+    return storage.get_json(key).get("format") == "descriptions"
+
+
+def _check_augment(inp: AugmentInput) -> str:
+    """An augment run needs an image model and a classifier trained on the dataset; the model is pinned."""
+    if _holds_text(inp.dataset, "input.dataset"):
+        raise ValidationFailed(f"dataset {inp.dataset!r} holds product descriptions; augment tops up image classes",
+                               code="wrong_dataset_format", field="input.dataset")
+    registry = services().registry
+    if inp.model:
+        model = registry.resolve(inp.model, default_family="cgan")
+        if model.family not in IMAGE_FAMILIES:
+            raise ValidationFailed(f"{model.ref} is not an image model", code="wrong_model_family", field="input.model")
+        if model.dataset != inp.dataset:
+            raise ValidationFailed(f"{model.ref} was trained on {model.dataset}, not {inp.dataset}",
+                                   code="wrong_dataset", field="input.model")
+    else:
+        model = registry.for_dataset(IMAGE_FAMILIES, inp.dataset)
+        if model is None:
+            raise ValidationFailed(f"no image model was trained on {inp.dataset}: train a cgan or cvae on it first",
+                                   code="no_model_for_dataset", field="input.dataset")
+    if registry.for_dataset(("classifier",), inp.dataset, model.vocabulary) is None:
+        raise ValidationFailed(f"no classifier was trained on {inp.dataset}: the gate needs one (train family "
+                               "classifier)", code="no_classifier", field="input.dataset")
+    kinds = model.vocabulary[(model.roles or {}).get("type") or next(iter(model.vocabulary))]
+    unknown = sorted(set(inp.classes or []) - set(kinds))
+    if unknown:
+        raise ValidationFailed(f"{model.ref} has no class {unknown[0]!r}", code="unknown_class", field="input.classes",
+                               details={"unknown": unknown, "known": kinds})
+    return model.ref
+
+
 def _check_submit(req: Any) -> str | None:
     """Checks that need Redis or object storage, done at submit so bad input is a 422 naming the
     field rather than a failed job later. Returns the pinned model version for jobs that use one:
@@ -120,14 +162,7 @@ def _check_submit(req: Any) -> str | None:
         if req.input.base_model and family != "lm":
             raise ValidationFailed(f"base_model is for the lm family; {family} trains from a preset",
                                    code="unsupported_for_family", field="input.base_model")
-        if name in BUILTIN_DATASETS:
-            is_text = name in TEXT_DATASETS
-        else:
-            storage, key = services().storage, f"datasets/{name}/meta.json"
-            if not storage.exists(key):
-                raise ValidationFailed(f"dataset {name!r} has not been imported; POST /v1/datasets or submit an "
-                                       "import_dataset job first", code="dataset_not_found", field="input.dataset")
-            is_text = storage.get_json(key).get("format") == "descriptions"
+        is_text = _holds_text(name, "input.dataset")
         if is_text != (family not in IMAGE_DATASET_FAMILIES):
             holds, needs = ("product descriptions", "images") if is_text else ("images", "product descriptions")
             raise ValidationFailed(f"dataset {name!r} holds {holds}; {family} trains on {needs}",
@@ -140,6 +175,8 @@ def _check_submit(req: Any) -> str | None:
                                    field="input.source_prefix")
         return None
     inp = req.input
+    if isinstance(req, AugmentJobRequest):
+        return _check_augment(inp)
     if isinstance(req, DescribeJobRequest):
         model = services().registry.resolve(inp.model, default_family="lm")
         if model.family != "lm":
@@ -191,7 +228,10 @@ def submit(req: Any) -> Response:
     model = _check_submit(req)
     job_input = req.input.model_dump(mode="json", exclude_none=True)
     # A seed is always recorded, so every job can be reproduced from its record and manifest.
-    job_input.setdefault("seed", secrets.randbelow(SEED_MAX + 1))
+    if "seed" in type(req.input).model_fields:
+        job_input.setdefault("seed", secrets.randbelow(SEED_MAX + 1))
+    if isinstance(req, AugmentJobRequest):  # the date it files under, fixed now rather than when it runs
+        job_input.setdefault("date", svc.settings.today().isoformat())
     job, created = svc.store.create(JobType(req.type), job_input, owner=current_owner(), webhook=req.webhook,
                                     idempotency_key=idem, model=model, fingerprint=fingerprint)
     if created:

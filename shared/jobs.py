@@ -159,6 +159,9 @@ return ref
 """
 
 
+DEFAULT_OWNER = "public"  # who owns jobs while no API keys are configured (and the nightly schedule's jobs)
+
+
 def new_job_id() -> str:
     """Time-ordered id (ms timestamp + randomness), so lexicographic order is creation order."""
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"

@@ -4,6 +4,7 @@ carries the id of the job being worked on, when there is one."""
 from __future__ import annotations
 
 import logging
+import sys
 from contextvars import ContextVar
 
 from pythonjsonlogger.json import JsonFormatter
@@ -20,7 +21,9 @@ class _JobIdFilter(logging.Filter):
 
 
 def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler()
+    # The real stderr: Celery replaces sys.stderr with a proxy that logs what is written to it, and a
+    # handler writing into that proxy from a pool child loses every record to its recursion guard.
+    handler = logging.StreamHandler(sys.__stderr__)
     handler.addFilter(_JobIdFilter())
     if settings.log_json:
         handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s %(job_id)s"))

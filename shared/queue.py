@@ -16,6 +16,7 @@ from shared.settings import Settings
 INTERACTIVE, TRAINING, BATCH = "interactive", "training", "batch"
 QUEUES = (INTERACTIVE, TRAINING, BATCH)
 REAP_TASK = "atelier.reap_stale_jobs"
+SCHEDULE_AUGMENT_TASK = "atelier.schedule_nightly_augment"
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ JOB_TASKS: dict[JobType, TaskSpec] = {
     JobType.TRAVERSE: TaskSpec("atelier.traverse", INTERACTIVE),
     JobType.DESCRIBE: TaskSpec("atelier.describe", INTERACTIVE),
     JobType.IMPORT_DATASET: TaskSpec("atelier.import_dataset", BATCH),
+    JobType.AUGMENT: TaskSpec("atelier.augment", BATCH),
 }
 
 
@@ -51,7 +53,7 @@ def make_celery(settings: Settings, name: str = "atelier") -> Celery:
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
         task_default_queue=INTERACTIVE,
         task_routes={spec.name: {"queue": spec.queue} for spec in JOB_TASKS.values()}
-        | {REAP_TASK: {"queue": INTERACTIVE}},
+        | {REAP_TASK: {"queue": INTERACTIVE}, SCHEDULE_AUGMENT_TASK: {"queue": INTERACTIVE}},
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             # Longer than the longest job: a shorter one reruns tasks that are still running.

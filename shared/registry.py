@@ -87,6 +87,16 @@ class ModelRegistry:
                 out.append(ModelVersion(**json.loads(raw), active=active.get(fam) == version))
         return sorted(out, key=lambda m: (m.family, int(m.version[1:])), reverse=False)
 
+    def for_dataset(self, families: tuple[str, ...], dataset: str,
+                    vocabulary: dict[str, list[str]] | None = None) -> ModelVersion | None:
+        """The version to use on `dataset` among `families` (in order of preference): an active one
+        trained on it, else the newest trained on it; with `vocabulary`, only versions whose
+        conditions mean the same classes. None when nothing was trained on it."""
+        same = [m for family in families for m in self.list(family)
+                if m.dataset == dataset and (vocabulary is None or m.vocabulary == vocabulary)]
+        active = next((m for m in same if m.active), None)
+        return active or max(same, key=lambda m: m.created_at, default=None)
+
     def activate(self, family: str, version: str) -> ModelVersion:
         if self.redis.hget(_KEY.format(family=family), version) is None:
             raise NotFound(f"model {family}@{version} does not exist", code="model_not_found")

@@ -6,11 +6,12 @@ Input limits are declared here once; the API validates against them and the work
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -54,6 +55,7 @@ class JobType(StrEnum):
     HYBRID = "hybrid"
     TRAVERSE = "traverse"
     DESCRIBE = "describe"
+    AUGMENT = "augment"
 
 
 class Family(StrEnum):
@@ -105,6 +107,15 @@ BUILTIN_DATASETS = frozenset({"fashion-mnist", "catalog", "descriptions"})
 ModelRef = Annotated[str, Field(max_length=40, pattern=MODEL_REF.pattern,
                                 description='model version as "family@version", e.g. "cvae@v2"')]
 ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+def _calendar_date(value: str) -> str:
+    date.fromisoformat(value)  # 2026-02-30 matches the pattern but is no date
+    return value
+
+
+DateStr = Annotated[str, StringConstraints(pattern=r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}$"), AfterValidator(_calendar_date),
+                    Field(description="a calendar date, YYYY-MM-DD")]
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
@@ -234,6 +245,25 @@ class DescribeInput(SamplingText):
         return require_exactly_one(self, "prompt", "attributes")
 
 
+class AugmentInput(StrictModel):
+    """Top up a dataset's rare classes with gated synthetic images (the nightly job; also by hand)."""
+
+    dataset: DatasetName
+    date: DateStr | None = Field(None, description="YYYY-MM-DD the run files under; default: today in the "
+                                                   "schedule's timezone. One run per dataset and date: a "
+                                                   "rerun resumes or returns the finished run")
+    model: ModelRef | None = Field(None, description="image model; default: the active (else newest) cgan or "
+                                                     "cvae trained on the dataset")
+    classes: list[ColumnName] | None = Field(None, min_length=1, max_length=1000,
+                                             description="only consider these classes")
+    max_per_class: integer(ge=1, le=10_000) | None = Field(None, description="default: the setting")
+    min_confidence: number(ge=0.0, le=1.0) | None = Field(None, description="τ; default: the setting")
+    min_class_adherence: number(ge=0.0, le=1.0) | None = Field(
+        None, description="classes the model's evaluation says it draws less faithfully than this are not "
+                          "published; default: the setting")
+    descriptions: bool = Field(True, description="describe each kept image when a language model is active")
+
+
 class Endpoint(StrictModel):
     """One end of a hybrid: a class (conditions or a prompt) or a catalog item by id."""
 
@@ -346,11 +376,17 @@ class DescribeJobRequest(StrictModel):
     webhook: Webhook | None = None
 
 
+class AugmentJobRequest(StrictModel):
+    type: Literal["augment"]
+    input: AugmentInput
+    webhook: Webhook | None = None
+
+
 class JobRequest(RootModel):
     """POST /v1/jobs body: the job type selects the input schema."""
 
     root: Annotated[TrainJobRequest | GenerateImagesJobRequest | ImportDatasetJobRequest | HybridJobRequest
-                    | TraverseJobRequest | DescribeJobRequest, Field(discriminator="type")]
+                    | TraverseJobRequest | DescribeJobRequest | AugmentJobRequest, Field(discriminator="type")]
 
 
 INPUT_SCHEMAS: dict[JobType, type[StrictModel]] = {
@@ -360,6 +396,7 @@ INPUT_SCHEMAS: dict[JobType, type[StrictModel]] = {
     JobType.HYBRID: HybridInput,
     JobType.TRAVERSE: TraverseInput,
     JobType.DESCRIBE: DescribeInput,
+    JobType.AUGMENT: AugmentInput,
 }
 
 

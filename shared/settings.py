@@ -6,10 +6,12 @@ Nothing in the project reads the environment at import time: `Settings.from_env(
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -69,6 +71,29 @@ class Settings(BaseSettings):
     allow_dataset_download: bool = Field(True, validation_alias=_env("ATELIER_ALLOW_DATASET_DOWNLOAD"))
     var_dir: Path = Field(Path("var"), validation_alias=_env("ATELIER_VAR"))
 
+    # --- nightly rare-class augmentation -------------------------------------------------------
+    augment_datasets: str = Field("", validation_alias=_env("ATELIER_AUGMENT_DATASETS"),
+                                  description="comma-separated datasets the nightly schedule augments")
+    augment_time: str = Field("02:30", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+                              validation_alias=_env("ATELIER_AUGMENT_TIME"), description="HH:MM, local to the timezone")
+    augment_timezone: str = Field("UTC", validation_alias=_env("ATELIER_AUGMENT_TIMEZONE"),
+                                  description="IANA name, e.g. Europe/Paris; also the date an augment run files under")
+    augment_min_count: int = Field(50, ge=0, validation_alias=_env("ATELIER_AUGMENT_MIN_COUNT"),
+                                   description="a class with fewer training images is rare (0: off)")
+    augment_median_share: float = Field(0.1, ge=0, le=1, validation_alias=_env("ATELIER_AUGMENT_MEDIAN_SHARE"),
+                                        description="... or one below this share of the median class size (0: off)")
+    augment_max_per_class: int = Field(100, ge=1, le=10_000, validation_alias=_env("ATELIER_AUGMENT_MAX_PER_CLASS"))
+    augment_min_confidence: float = Field(0.8, ge=0, le=1, validation_alias=_env("ATELIER_AUGMENT_MIN_CONFIDENCE"),
+                                          description="τ: the classifier's probability for the target class")
+    augment_near_duplicate_quantile: float = Field(
+        0.01, ge=0, le=0.5, validation_alias=_env("ATELIER_AUGMENT_NEAR_DUPLICATE_QUANTILE"),
+        description="δ: closer to a training image than this share of real held-out items are is a near-duplicate")
+    augment_max_attempts: int = Field(4, ge=1, le=50, validation_alias=_env("ATELIER_AUGMENT_MAX_ATTEMPTS"),
+                                      description="candidates generated per requested image, at most")
+    augment_min_class_adherence: float = Field(
+        0.5, ge=0, le=1, validation_alias=_env("ATELIER_AUGMENT_MIN_CLASS_ADHERENCE"),
+        description="classes the generator's evaluation says it draws less faithfully than this are not published")
+
     # --- logging ------------------------------------------------------------------------------
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
     log_json: bool = Field(False, validation_alias=_env("ATELIER_LOG_JSON"))
@@ -77,6 +102,24 @@ class Settings(BaseSettings):
     def from_env(cls, **overrides: object) -> Settings:
         """Read the environment (once, by the caller's entry point); overrides win."""
         return cls(**overrides)
+
+    @field_validator("augment_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+    @property
+    def augment_dataset_names(self) -> list[str]:
+        return [name.strip() for name in self.augment_datasets.split(",") if name.strip()]
+
+    def today(self) -> date:
+        """The date in the schedule's timezone: what a nightly run (or one submitted without a date)
+        files its outputs under."""
+        return datetime.now(ZoneInfo(self.augment_timezone)).date()
 
     @property
     def visibility_timeout_s(self) -> int:

@@ -131,3 +131,13 @@ def catalog_models(client: Client, catalog_slice: dict) -> dict[str, str]:
         assert done["status"] == "succeeded", done
         refs[family] = done["output"]["model"]
     return refs
+
+
+@pytest.fixture(scope="session")
+def catalog_classifier(client: Client, catalog_slice: dict) -> dict:
+    """A tiny domain classifier on the slice (not activated); its train job's output. Models trained
+    after it on the slice are evaluated with it, and augment runs gate with it."""
+    done = client.wait(client.submit("train", {"family": "classifier", "dataset": "catalog-slice", "preset": "tiny",
+                                               "epochs": 2, "seed": 1, "promote": "never"})["id"], timeout=300)
+    assert done["status"] == "succeeded", done
+    return done["output"]

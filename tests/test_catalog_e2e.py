@@ -7,12 +7,17 @@ import io
 import json
 import zipfile
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from shared.storage import Storage
 from tests.conftest import CATALOG_SLICE
 from tests.support import Client
+from worker.datasets.base import ImageSplit
+from worker.feature_index import FeatureIndex, embed
+from worker.models import classifier
 
 pytestmark = pytest.mark.e2e
 
@@ -218,19 +223,24 @@ def test_import_product_descriptions(client: Client, worker, catalog_available) 
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "wrong_dataset_format"
 
 
-def test_train_the_domain_classifier(client: Client, catalog_slice: dict) -> None:
+def test_train_the_domain_classifier(client: Client, storage: Storage, catalog_classifier: dict) -> None:
     """Family `classifier` on the catalog slice: a head per condition, held-out accuracy per head and
-    per class in the version's metrics; it is not an image generator."""
-    done = client.wait(client.submit("train", {"family": "classifier", "dataset": "catalog-slice", "preset": "tiny",
-                                               "epochs": 2, "seed": 1, "promote": "never"})["id"], timeout=300)
-    assert done["status"] == "succeeded", done
-    out = done["output"]
+    per class in the version's metrics, and the nearest-item index; it is not an image generator."""
+    out = catalog_classifier
     assert out["model"].startswith("classifier@") and out["metrics"]["epochs"] == 2
     assert out["promotion"] == {"active": False, "reason": "promote: never"}
     assert {"accuracy_articleType", "accuracy_baseColour", "accuracy"} <= set(out["metrics"])
     assert 0 <= out["metrics"]["accuracy_articleType"] <= 1
     assert set(out["per_class_accuracy"]["articleType"]) <= set(CATALOG_SLICE["classes"])
     assert Image.open(io.BytesIO(client.download(out["artifacts"]["loss_curve"]["url"]))).format == "PNG"
+    # the nearest-item index: a real catalog image finds itself first, with its catalog title
+    index = FeatureIndex.from_npz(storage.get(out["artifacts"]["feature_index"]["key"]))
+    judge = classifier.from_checkpoint(torch.load(io.BytesIO(storage.get(out["artifacts"]["weights"]["key"])),
+                                                  weights_only=True))
+    real = ImageSplit.from_npz(storage.get("datasets/catalog-slice/train.npz")).take(np.array([0, 5, 40]))
+    titles = {row["id"]: row["title"] for row in json.loads(storage.get("datasets/catalog-slice/index.json"))}
+    for item_id, found in zip(real.ids, index.nearest(embed(judge, real.images, torch.device("cpu"))), strict=True):
+        assert found[0].id == item_id and found[0].title == titles[item_id] and found[0].similarity > 0.999
     refused = client.submit("generate_images", {"prompt": "black jumpsuit", "model": out["model"]}, expect=422)
     assert refused["error"]["code"] == "wrong_model_family"
     text = client.submit("train", {"family": "classifier", "dataset": "descriptions"}, expect=422)
@@ -254,6 +264,13 @@ def test_train_the_domain_classifier(client: Client, catalog_slice: dict) -> Non
                                                               "model": cvae["output"]["model"]})["id"], timeout=120)
     assert generated["status"] == "succeeded", generated
     assert generated["output"]["classifier"] == out["model"]
+    index = json.loads(storage.get("datasets/catalog-slice/index.json"))
+    titles = {row["id"]: row["title"] for row in index}
     for image in generated["output"]["images"]:
         assert set(image["confidence"]) == {"articleType", "baseColour"}
         assert all(0 <= p <= 1 for p in image["confidence"].values())
+        # and the five nearest real catalog items, most similar first, named as the catalog names them
+        nearest = image["nearest"]
+        assert len(nearest) == 5 and [n["similarity"] for n in nearest] == sorted(
+            (n["similarity"] for n in nearest), reverse=True)
+        assert all(titles[n["id"]] == n["title"] and n["split"] in {"train", "test"} for n in nearest)

@@ -10,10 +10,11 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 
 from shared.logs import configure_logging
-from shared.queue import JOB_TASKS, REAP_TASK, make_celery, time_limit_s
+from shared.queue import JOB_TASKS, REAP_TASK, SCHEDULE_AUGMENT_TASK, make_celery, time_limit_s
 from shared.schemas import JobType
 from shared.settings import Settings
 from worker.context import WorkerContext
+from worker.handlers.augment import augment
 from worker.handlers.describe import describe
 from worker.handlers.explore import hybrid, traverse
 from worker.handlers.generate import generate_images
@@ -21,6 +22,7 @@ from worker.handlers.import_dataset import import_dataset
 from worker.handlers.train import train
 from worker.reaper import reap_stale_jobs
 from worker.runner import Handler, run_job
+from worker.scheduler import nightly_entry, schedule_nightly_augment
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +33,17 @@ HANDLERS: dict[JobType, Handler] = {
     JobType.HYBRID: hybrid,
     JobType.TRAVERSE: traverse,
     JobType.DESCRIBE: describe,
+    JobType.AUGMENT: augment,
 }
 
 
 def create_worker_app(settings: Settings) -> Celery:
     app = make_celery(settings)
     ctx = WorkerContext(settings)
+    app.conf.timezone = settings.augment_timezone  # crontab entries are local to it
     app.conf.beat_schedule = {
         "reap-stale-jobs": {"task": REAP_TASK, "schedule": settings.reaper_interval_s},
+        "nightly-augment": nightly_entry(settings),
     }
 
     def job_task(job_type: JobType) -> None:
@@ -57,6 +62,10 @@ def create_worker_app(settings: Settings) -> Celery:
     @app.task(name=REAP_TASK, ignore_result=True)
     def reap() -> dict:
         return reap_stale_jobs(ctx, app)
+
+    @app.task(name=SCHEDULE_AUGMENT_TASK, ignore_result=True)
+    def schedule_augment() -> dict:
+        return schedule_nightly_augment(ctx, app)
 
     @worker_process_init.connect(weak=False)
     def _child_init(**_: object) -> None:

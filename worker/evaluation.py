@@ -45,7 +45,8 @@ class ClassifierFeatures(nn.Module):
 
 def to_float(images: np.ndarray) -> torch.Tensor:
     """uint8 [N, H, W, C] -> float [N, C, H, W] in [0, 1] (read-only arrays, e.g. from a file, are fine)."""
-    return torch.as_tensor(np.ascontiguousarray(images) if images.flags.writeable else images.copy()).permute(0, 3, 1, 2).float().div_(255.0)
+    pixels = torch.as_tensor(np.ascontiguousarray(images) if images.flags.writeable else images.copy())
+    return pixels.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def distances(features: ClassifierFeatures, real: torch.Tensor, fake: torch.Tensor, device: torch.device,

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from shared.schemas import Job, ModelVersion, TrainInput
+from shared.schemas import Job, TrainInput
 from shared.storage import Storage
 from worker.context import WorkerContext
 from worker.promotion import decide
@@ -81,10 +81,3 @@ def train_params(inp: TrainInput, defaults: dict[str, Any]) -> TrainParams:
                        seed=inp.seed if inp.seed is not None else 0,
                        max_train_examples=inp.max_train_examples or defaults.get("max_train_examples"),
                        max_eval_examples=defaults.get("max_eval_examples"))
-
-
-def classifier_for(ctx: WorkerContext, dataset: str, vocabulary: dict[str, list[str]]) -> ModelVersion | None:
-    """The classifier that judges images of `dataset`: the active one if it was trained on it, else
-    the newest trained on it (with the same vocabulary, so its heads mean the same classes)."""
-    same = [m for m in ctx.registry.list("classifier") if m.dataset == dataset and m.vocabulary == vocabulary]
-    return next((m for m in same if m.active), same[-1] if same else None)

@@ -17,7 +17,7 @@ from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.describing import request_for, write_copy
 from worker.evaluation import to_float
-from worker.handlers.common import Progress, ShouldStop, classifier_for, write_manifest
+from worker.handlers.common import Progress, ShouldStop, write_manifest
 from worker.handlers.conditioning import interpret_prompt, names_of, pinned_model, roles_of
 from worker.images import grid, png_bytes, to_uint8
 from worker.models import FAMILIES, IMAGE_FAMILIES, classifier, lm
@@ -112,7 +112,7 @@ def _descriptions(ctx: WorkerContext, inp: GenerateImagesInput, meta: ModelVersi
 def _explain(ctx: WorkerContext, meta: ModelVersion, cond: dict[str, int], images: np.ndarray) -> dict | None:
     """Per image, the domain classifier's probability for each requested condition value and the
     five nearest real items of the dataset; None when no classifier was trained on the dataset."""
-    judge = classifier_for(ctx, meta.dataset, meta.vocabulary)
+    judge = ctx.registry.for_dataset(("classifier",), meta.dataset, meta.vocabulary)
     if judge is None:
         return None
     probs, features = classifier.predict_with_features(ctx.load_model(judge.ref), to_float(images).to(ctx.device))

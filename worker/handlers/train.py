@@ -23,7 +23,6 @@ from worker.handlers.common import (
     Progress,
     ShouldStop,
     StorageCheckpoint,
-    classifier_for,
     publish,
     scaled,
     train_params,
@@ -164,7 +163,7 @@ EVAL_IMAGES = {"tiny": 128, "cpu": 1000, "gpu": 2000}  # generated images compar
 def evaluate_version(ctx: WorkerContext, family: ImageFamily, model: Any, dataset: ImageDataset, inp: TrainInput,
                      seed: int) -> dict[str, Any]:
     """classifier-FID/KID, the real-vs-real floor and class adherence, or why there are none."""
-    judge = classifier_for(ctx, dataset.name, dataset.vocabulary)
+    judge = ctx.registry.for_dataset(("classifier",), dataset.name, dataset.vocabulary)
     if judge is None:
         return {"skipped": f"no classifier trained on {dataset.name}: submit a train job with family classifier "
                            "to evaluate its generative models"}
