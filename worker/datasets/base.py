@@ -25,7 +25,8 @@ class ImageSplit:
         """Both splits' examples (the conditions both have); ids only when both have them."""
         ids = None if self.ids is None or other.ids is None else np.concatenate([self.ids, other.ids])
         return ImageSplit(np.concatenate([self.images, other.images]),
-                          {k: np.concatenate([v, other.conditions[k]]) for k, v in self.conditions.items()}, ids)
+                          {k: np.concatenate([v, other.conditions[k]]) for k, v in self.conditions.items()
+                           if k in other.conditions}, ids)
 
     def head(self, n: int | None) -> ImageSplit:
         if n is None or n >= len(self):
