@@ -90,6 +90,7 @@ def test_augment_publishes_gated_images_once_per_date(client: Client, storage: S
     storage.delete(root + "classes/jumpsuit.json")
     resumed = augment(client, model=model, date="2026-11-20")
     assert "reused" not in resumed and resumed["classes"] == out["classes"]
+    assert resumed["resumed_plan_of"] == out["manifest"]["key"].split("/")[1]  # the first run's plan
     assert keys_under(storage, root) == first
     assert [json.loads(line) for line in storage.get(root + "manifest.jsonl").decode().splitlines()] == rows
 

@@ -58,9 +58,11 @@ def augment(ctx: WorkerContext, job: Job, progress: Progress, should_stop: Shoul
             output = {**ctx.storage.get_json(root + "summary.json"), "reused": True}
             write_manifest(ctx.storage, job, output, seeds={}, model=output["model"])
             return output
-        plan = (ctx.storage.get_json(root + "plan.json") if ctx.storage.exists(root + "plan.json")
+        resumed = ctx.storage.exists(root + "plan.json")  # an earlier run's plan wins over this input
+        plan = (ctx.storage.get_json(root + "plan.json") if resumed
                 else _make_plan(ctx, inp, day, job.id, scaled(progress, 0.0, 0.1)))
-        return _carry_out(ctx, job, plan, root, progress, should_stop)
+        output = _carry_out(ctx, job, plan, root, progress, should_stop)
+        return {**output, "resumed_plan_of": plan["job_id"]} if resumed else output
 
 
 @contextmanager
