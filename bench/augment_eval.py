@@ -14,8 +14,8 @@ catalog: the demo catalog's real rare classes (the `augment` defaults: fewer tha
 of the median), the generator an existing version from the local store; common classes are capped
 at `--cap` images so a classifier trains in about a minute on 2 cores.
 
-The gate's classifier is trained on the same training set; synthetic images pass the same gate as
-the `augment` job (worker/augmentation.py). The seeds vary the classifiers, not the data.
+The gate's classifier is trained on the same training set with balanced sampling (as the service's
+`classifier` is); synthetic images pass the same gate as the `augment` job (worker/augmentation.py). The seeds vary the classifiers, not the data.
 `--record` (fashion-mnist) writes each cut class's verdict — does (d) beat (a), (b) and (c) on its
 recall without costing more than 0.5 points of accuracy — to `augmented/<dataset>/verdicts.json`
 in the local store, where the `augment` job reads it. Prints markdown tables; the raw figures go to
@@ -272,7 +272,9 @@ def main() -> None:
     print(f"{exp.note}\n{len(exp.dataset.train)} training images; rare: "
           f"{ {n: counts[n] for n in exp.requested} }", flush=True)
 
-    gate_model = fit(exp, exp.dataset.train, 1000, args, device)
+    # The judge is trained with balanced sampling, as the service's classifier is: trained as is on
+    # the same imbalanced data it gives rare classes too little probability to pass any gate.
+    gate_model = fit(exp, exp.dataset.train, 1000, args, device, oversample_by=exp.condition)
     index = build_index(gate_model, exp.dataset, {}, device)
     rule = GateRule(args.tau, index.distance_at(args.quantile))
     synthetic, gate = synthesize(exp, gate_model, index, rule, device)

@@ -1,5 +1,9 @@
 """The `train` job for family `classifier`: the domain classifier on an image dataset, published as
-a model version with held-out accuracy per head (overall and per class) in its metrics."""
+a model version with held-out accuracy per head (overall and per class) in its metrics.
+
+It trains with balanced sampling over product types: it judges rare classes above all (adherence,
+the augmentation gate), and trained as is on an imbalanced catalog it gives them too little
+probability to pass a confidence threshold (measured in bench/augment_eval.py)."""
 
 from __future__ import annotations
 
@@ -56,7 +60,7 @@ def train_domain_classifier(ctx: WorkerContext, job: Job, progress: Progress, sh
     result = train_classifier(config, params, dataset.train, dataset.test, device=ctx.device,
                               progress=scaled(progress, 0.05, 0.9), should_stop=should_stop,
                               checkpoint=StorageCheckpoint(ctx.storage, f"jobs/{job.id}/checkpoint.pt"),
-                              stratify_by=type_condition)
+                              stratify_by=type_condition, oversample_by=type_condition)
     progress(0.92, "writing the model version")
     model = result.model
     test = dataset.test.head(params.max_eval_examples)
