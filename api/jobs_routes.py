@@ -17,6 +17,7 @@ from shared.errors import AtelierError, Conflict, NotFound, ValidationFailed
 from shared.jobs import DEFAULT_OWNER, request_fingerprint
 from shared.queue import JOB_TASKS, time_limit_s
 from shared.schemas import (
+    AUGMENT_FAMILIES,
     BUILTIN_DATASETS,
     ENCODER_FAMILIES,
     IMAGE_DATASET_FAMILIES,
@@ -138,7 +139,7 @@ def _check_augment(inp: AugmentInput) -> str:
             raise ValidationFailed(f"{model.ref} was trained on {model.dataset}, not {inp.dataset}",
                                    code="wrong_dataset", field="input.model")
     else:
-        model = registry.for_dataset(IMAGE_FAMILIES, inp.dataset)
+        model = registry.for_dataset(AUGMENT_FAMILIES, inp.dataset)
         if model is None:
             raise ValidationFailed(f"no image model was trained on {inp.dataset}: train a cgan or cvae on it first",
                                    code="no_model_for_dataset", field="input.dataset")

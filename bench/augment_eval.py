@@ -15,7 +15,8 @@ of the median), the generator an existing version from the local store; common c
 at `--cap` images so a classifier trains in about a minute on 2 cores.
 
 The gate's classifier is trained on the same training set with balanced sampling (as the service's
-`classifier` is); synthetic images pass the same gate as the `augment` job (worker/augmentation.py). The seeds vary the classifiers, not the data.
+`classifier` is); synthetic images pass the same gate as the `augment` job
+(worker/augmentation.py). The seeds vary the classifiers, not the data.
 `--record` (fashion-mnist) writes each cut class's verdict — does (d) beat (a), (b) and (c) on its
 recall without costing more than 0.5 points of accuracy — to `augmented/<dataset>/verdicts.json`
 in the local store, where the `augment` job reads it. Prints markdown tables; the raw figures go to

@@ -67,6 +67,7 @@ class Family(StrEnum):
 
 IMAGE_FAMILIES = ("cvae", "cgan")  # generative image models
 IMAGE_DATASET_FAMILIES = (*IMAGE_FAMILIES, "classifier")  # families trained on image datasets
+AUGMENT_FAMILIES = ("cgan", "cvae")  # the augment job's default generator, in order of preference (sharper first)
 ENCODER_FAMILIES = ("cvae",)  # families that can encode a real image (items, class means)
 TEXT_DATASETS = frozenset({"descriptions"})  # built-in datasets of product copy rather than images
 

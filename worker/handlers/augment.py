@@ -28,7 +28,7 @@ import numpy as np
 
 from shared.errors import JobCanceled, JobFailure
 from shared.registry import model_prefix
-from shared.schemas import IMAGE_FAMILIES, AttributesInput, AugmentInput, Job, ModelVersion
+from shared.schemas import AUGMENT_FAMILIES, AttributesInput, AugmentInput, Job, ModelVersion
 from shared.storage import PutItem
 from worker.augmentation import GateRule, Judgement, RarePolicy, class_seed, judge, slug
 from worker.context import WorkerContext
@@ -60,7 +60,7 @@ def augment(ctx: WorkerContext, job: Job, progress: Progress, should_stop: Shoul
             return output
         resumed = ctx.storage.exists(root + "plan.json")  # an earlier run's plan wins over this input
         plan = (ctx.storage.get_json(root + "plan.json") if resumed
-                else _make_plan(ctx, inp, day, job.id, scaled(progress, 0.0, 0.1)))
+                else _make_plan(ctx, inp, day, job.id, scaled(progress, 0.0, 0.1), should_stop))
         output = _carry_out(ctx, job, plan, root, progress, should_stop)
         return {**output, "resumed_plan_of": plan["job_id"]} if resumed else output
 
@@ -85,10 +85,11 @@ def _run_lock(ctx: WorkerContext, dataset: str, day: str, job_id: str) -> Iterat
             ctx.store.redis.delete(key)
 
 
-def _make_plan(ctx: WorkerContext, inp: AugmentInput, day: str, job_id: str, progress: Progress) -> dict:
+def _make_plan(ctx: WorkerContext, inp: AugmentInput, day: str, job_id: str, progress: Progress,
+               should_stop: ShouldStop) -> dict:
     settings = ctx.settings
     model = (ctx.registry.resolve(inp.model, default_family="cgan") if inp.model
-             else ctx.registry.for_dataset(IMAGE_FAMILIES, inp.dataset))
+             else ctx.registry.for_dataset(AUGMENT_FAMILIES, inp.dataset))
     if model is None:
         raise JobFailure(f"no image model was trained on {inp.dataset}", code="no_model_for_dataset",
                          field="input.dataset")
@@ -138,6 +139,8 @@ def _make_plan(ctx: WorkerContext, inp: AugmentInput, day: str, job_id: str, pro
                  "max_per_class": policy.max_per_class, "median": float(np.median(list(counts.values())))},
         "max_attempts": settings.augment_max_attempts, "counts": counts, "classes": classes,
     }
+    if should_stop():  # canceled while the index was built: leave no plan to bind the next run
+        raise JobCanceled()
     ctx.storage.put_json(root_of(inp.dataset, day) + "plan.json", plan)
     return plan
 
