@@ -237,7 +237,7 @@ def _augment_class(ctx: WorkerContext, plan: dict, root: str, name: str, entry: 
             elif len(kept) < wanted:
                 kept.append((seeds[j], images[j], colours[j], j, verdict))
         generated += len(seeds)
-        progress(min(len(kept) / wanted, generated / limit) * 0.8, f"{name}: {len(kept)}/{wanted} kept of {generated}")
+        progress(max(len(kept) / wanted, generated / limit) * 0.8, f"{name}: {len(kept)}/{wanted} kept of {generated}")
 
     colour_names = plan["vocabulary"].get(colour, []) if colour else []
     rows: list[dict[str, Any]] = []
