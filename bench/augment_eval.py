@@ -216,6 +216,18 @@ def balanced_synthetic(exp: Experiment, per_class: int) -> ImageSplit:
     return ImageSplit(np.concatenate(images), {exp.condition: np.concatenate(labels)})
 
 
+@torch.no_grad()
+def generator_adherence(exp: Experiment, judge_model: classifier.Classifier, per_class: int,
+                        device: torch.device) -> dict[str, float]:
+    """Per class: the share of `per_class` ungated generated images the classifier assigns to it."""
+    drawn = balanced_synthetic(exp, per_class)
+    judge_model.eval()
+    predicted = np.concatenate([judge_model(x)[exp.condition].argmax(-1).cpu().numpy()
+                                for x, _ in batches(drawn, 512, device)])
+    truth = drawn.conditions[exp.condition]
+    return {n: float((predicted[truth == i] == i).mean()) for i, n in enumerate(exp.names)}
+
+
 def pct(values: list[float]) -> str:
     return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
 
@@ -262,6 +274,8 @@ def main() -> None:
     parser.add_argument("--cas-per-class", type=int, default=1000, help="fashion-mnist: CAS training images per class")
     parser.add_argument("--subset", type=int, default=None, help="a stratified subset of the training set (smoke runs)")
     parser.add_argument("--var", type=Path, default=Path("var"))
+    parser.add_argument("--adherence-per-class", type=int, default=200, help="generated images per class judged")
+    parser.add_argument("--adherence-only", action="store_true", help="stop after the generator's adherence")
     parser.add_argument("--record", action="store_true", help="write per-class verdicts to the local store")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
@@ -278,6 +292,13 @@ def main() -> None:
     gate_model = fit(exp, exp.dataset.train, 1000, args, device, oversample_by=exp.condition)
     index = build_index(gate_model, exp.dataset, {}, device)
     rule = GateRule(args.tau, index.distance_at(args.quantile))
+    # how faithfully the generator draws each class, judged by the gate's classifier
+    adherence = generator_adherence(exp, gate_model, args.adherence_per_class, device)
+    shown_adherence = adherence if len(adherence) <= 10 else {n: adherence[n] for n in exp.minority[:5]}
+    print("generator adherence: " + ", ".join(f"{n} {a:.1%}" for n, a in shown_adherence.items())
+          + f"; mean over classes {np.mean(list(adherence.values())):.1%}", flush=True)
+    if args.adherence_only:
+        return
     synthetic, gate = synthesize(exp, gate_model, index, rule, device)
     print(f"gate (τ {rule.min_confidence}, δ {rule.min_distance:.4f}): {json.dumps(gate['classes'])}", flush=True)
 
@@ -311,7 +332,8 @@ def main() -> None:
     print(f"\n{platform.node()} ({os.cpu_count()} cores, {device}), {date.today()}, {elapsed / 60:.1f} min")
     out = args.var / "bench" / f"augment_eval_{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"note": exp.note, "counts": counts, "gate": gate, "results": results, "cas": cas,
+    out.write_text(json.dumps({"note": exp.note, "counts": counts, "gate": gate, "adherence": adherence,
+                               "results": results, "cas": cas,
                                "verdicts": verdicts, "args": {k: str(v) for k, v in vars(args).items()},
                                "elapsed_s": elapsed}, indent=1))
     if args.record and args.dataset == "fashion-mnist":
