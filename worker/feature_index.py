@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -70,8 +70,7 @@ class FeatureIndex:
         return len(self.ids)
 
     def unit(self, raw: np.ndarray) -> np.ndarray:
-        centred = raw.astype(np.float32) - self.center
-        return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+        return _centred_unit(raw, self.center)
 
     def search(self, raw: np.ndarray, k: int, *, train_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Raw features [M, D] -> (similarities [M, k], rows [M, k]), most similar first."""
@@ -129,15 +128,16 @@ def build_index(model: Classifier, dataset: ImageDataset, titles: dict[str, str]
         names.extend(titles.get(str(i)) or kinds[int(t)] for i, t in zip(row_ids, split.conditions[type_condition],
                                                                         strict=True))
         splits.extend([split_name] * len(split))
-    center = raw[0].mean(axis=0) if len(raw[0]) else np.zeros(model.config.feature_dim, np.float32)
-    index = FeatureIndex(np.zeros((0, 0), np.float32), center.astype(np.float32), np.array(ids), np.array(names),
+    center = (raw[0].mean(axis=0) if len(raw[0]) else np.zeros(model.config.feature_dim)).astype(np.float32)
+    index = FeatureIndex(_centred_unit(np.concatenate(raw), center), center, np.array(ids), np.array(names),
                          np.array(splits), {})
-    features = index.unit(np.concatenate(raw))
-    index = FeatureIndex(features, index.center, index.ids, index.titles, index.splits, {})
     held_out = raw[1]
-    if len(held_out) and len(raw[0]):
-        distances, _ = index.nearest_train(held_out)
-        quantiles = {str(q): float(np.quantile(distances, q)) for q in QUANTILES}
-    else:
-        quantiles = {str(q): 0.0 for q in QUANTILES}
-    return FeatureIndex(index.features, index.center, index.ids, index.titles, index.splits, quantiles)
+    if not (len(held_out) and len(raw[0])):
+        return replace(index, real_nn_distance={str(q): 0.0 for q in QUANTILES})
+    distances, _ = index.nearest_train(held_out)
+    return replace(index, real_nn_distance={str(q): float(np.quantile(distances, q)) for q in QUANTILES})
+
+
+def _centred_unit(raw: np.ndarray, center: np.ndarray) -> np.ndarray:
+    centred = raw.astype(np.float32) - center
+    return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
