@@ -1,6 +1,7 @@
 """Does the nightly augmentation help? Train a classifier (a) as is, (b) with class weighting, (c)
 with oversampling, (d) with the gate's synthetic images added, over several seeds; report
-minority-class recall and overall accuracy on the real test set.
+minority-class recall and overall accuracy on the real test set; (e) oversampling with the synthetic
+images added.
 
     .venv/bin/python -m bench.augment_eval --dataset fashion-mnist [--seeds 3] [--record]
     .venv/bin/python -m bench.augment_eval --dataset catalog --generator cgan@v2 [--cap 150]
@@ -17,8 +18,8 @@ at `--cap` images so a classifier trains in about a minute on 2 cores.
 The gate's classifier is trained on the same training set with balanced sampling (as the service's
 `classifier` is); synthetic images pass the same gate as the `augment` job
 (worker/augmentation.py). The seeds vary the classifiers, not the data.
-`--record` (fashion-mnist) writes each cut class's verdict — does (d) beat (a), (b) and (c) on its
-recall without costing more than 0.5 points of accuracy — to `augmented/<dataset>/verdicts.json`
+`--record` (fashion-mnist) writes each cut class's verdict — does the better of (d) and (e) beat (a),
+(b) and (c) on its recall without costing more than 0.5 points of accuracy — to `augmented/<dataset>/verdicts.json`
 in the local store, where the `augment` job reads it. Prints markdown tables; the raw figures go to
 var/bench/augment_eval_<dataset>.json.
 """
@@ -49,7 +50,9 @@ from worker.training.classifier_trainer import inverse_frequency, train_classifi
 from worker.training.common import TrainParams, batches
 
 CUT = {"Pullover": 0.01, "Sandal": 0.02, "Bag": 0.05}
-SETUPS = ("a: as is", "b: class weights", "c: oversampling", "d: + synthetic")
+SETUPS = {"a": "a: as is", "b": "b: class weights", "c": "c: oversampling", "d": "d: + synthetic",
+          "e": "e: oversampling + synthetic"}
+WITH_SYNTHETIC = "de"
 Draw = Callable[[int, list[int]], np.ndarray]  # (class index, seeds) -> uint8 [n, H, W, C]
 
 
@@ -242,16 +245,20 @@ def report(exp: Experiment, results: dict[str, list[dict]], shown: list[str]) ->
 
 
 def verdicts_of(exp: Experiment, results: dict[str, list[dict]]) -> dict[str, dict]:
-    """Per minority class: does (d) beat (a), (b) and (c) on its recall, at most 0.5 points of accuracy lost."""
+    """Per minority class: does the better of (d), (e) beat (a), (b) and (c) on its recall, at most 0.5
+    points of accuracy lost against (a)."""
     def mean(setup: str, key: Callable[[dict], float]) -> float:
         return float(np.mean([key(r) for r in results[setup]]))
 
-    drop = mean(SETUPS[0], lambda r: r["accuracy"]) - mean(SETUPS[3], lambda r: r["accuracy"])
+    synthetic = [s for k, s in SETUPS.items() if k in WITH_SYNTHETIC and s in results]
+    without = [s for k, s in SETUPS.items() if k not in WITH_SYNTHETIC and s in results]
     out = {}
     for name in exp.minority:
-        with_synthetic = mean(SETUPS[3], lambda r, n=name: r["recall"][n])
-        best_other = max(mean(s, lambda r, n=name: r["recall"][n]) for s in SETUPS[:3])
-        out[name] = {"helps": bool(with_synthetic > best_other and drop <= 0.005),
+        best = max(synthetic, key=lambda s, n=name: mean(s, lambda r: r["recall"][n]))
+        with_synthetic = mean(best, lambda r, n=name: r["recall"][n])
+        best_other = max(mean(s, lambda r, n=name: r["recall"][n]) for s in without)
+        drop = mean(SETUPS["a"], lambda r: r["accuracy"]) - mean(best, lambda r: r["accuracy"])
+        out[name] = {"helps": bool(with_synthetic > best_other and drop <= 0.005), "best_with": best,
                      "recall_with_synthetic": round(with_synthetic, 4), "best_without": round(best_other, 4),
                      "accuracy_drop": round(drop, 4)}
     return out
@@ -274,6 +281,7 @@ def main() -> None:
     parser.add_argument("--cas-per-class", type=int, default=1000, help="fashion-mnist: CAS training images per class")
     parser.add_argument("--subset", type=int, default=None, help="a stratified subset of the training set (smoke runs)")
     parser.add_argument("--var", type=Path, default=Path("var"))
+    parser.add_argument("--setups", default="abcde", help="which of the setups a-e to train")
     parser.add_argument("--adherence-per-class", type=int, default=200, help="generated images per class judged")
     parser.add_argument("--adherence-only", action="store_true", help="stop after the generator's adherence")
     parser.add_argument("--record", action="store_true", help="write per-class verdicts to the local store")
@@ -302,15 +310,15 @@ def main() -> None:
     synthetic, gate = synthesize(exp, gate_model, index, rule, device)
     print(f"gate (τ {rule.min_confidence}, δ {rule.min_distance:.4f}): {json.dumps(gate['classes'])}", flush=True)
 
-    results: dict[str, list[dict]] = {s: [] for s in SETUPS}
+    results: dict[str, list[dict]] = {SETUPS[k]: [] for k in args.setups}
     train = exp.dataset.train
+    weights = {exp.condition: inverse_frequency(train, exp.condition, len(exp.names), device)}
+    options = {"b": {"class_weights": weights}, "c": {"oversample_by": exp.condition},
+               "e": {"oversample_by": exp.condition}}
     for seed in range(args.seeds):
-        options = [{}, {"class_weights": {exp.condition: inverse_frequency(train, exp.condition, len(exp.names),
-                                                                           device)}},
-                   {"oversample_by": exp.condition}]
-        for setup, option in zip(SETUPS, options, strict=False):
-            results[setup].append(scores(fit(exp, train, seed, args, device, **option), exp, device))
-        results[SETUPS[3]].append(scores(fit(exp, train.concat(synthetic), seed, args, device), exp, device))
+        for key in args.setups:
+            data = train.concat(synthetic) if key in WITH_SYNTHETIC else train
+            results[SETUPS[key]].append(scores(fit(exp, data, seed, args, device, **options.get(key, {})), exp, device))
         print(f"seed {seed}: " + ", ".join(f"{s[:1]} {r[-1]['accuracy']:.3f}" for s, r in results.items()), flush=True)
 
     shown = exp.minority if len(exp.minority) <= 4 else exp.minority[:3]
@@ -318,25 +326,27 @@ def main() -> None:
           f"requested; {len(exp.minority)} minority classes; {args.seeds} seeds, mean ± std (%)\n")
     report(exp, results, shown)
     cas: list[dict] = []
-    if args.dataset == "fashion-mnist":
+    if args.dataset == "fashion-mnist" and "a" in args.setups:
         cas_train = balanced_synthetic(exp, args.cas_per_class)
         cas = [scores(fit(exp, cas_train, seed, args, device), exp, device) for seed in range(args.seeds)]
-        cas_acc, real_acc = [r["accuracy"] for r in cas], [r["accuracy"] for r in results[SETUPS[0]]]
+        cas_acc, real_acc = [r["accuracy"] for r in cas], [r["accuracy"] for r in results[SETUPS["a"]]]
         print(f"\nCAS (synthetic only, {args.cas_per_class}/class, no gate): {pct(cas_acc)} vs real (cut) "
               f"{pct(real_acc)}: {np.mean(cas_acc) / np.mean(real_acc):.1%} of real")
-    verdicts = verdicts_of(exp, results)
+    verdicts = verdicts_of(exp, results) if set("abcd") <= set(args.setups) else {}
     helped = [n for n, v in verdicts.items() if v["helps"]]
-    print(f"\nsynthetic data helps (beats a, b and c on recall, ≤ 0.5 pt accuracy lost): {len(helped)} of "
-          f"{len(verdicts)} minority classes" + (f": {', '.join(helped)}" if len(helped) <= 5 else ""))
+    if verdicts:
+        print(f"\nsynthetic data helps (d or e beats a, b and c on recall, ≤ 0.5 pt accuracy lost): {len(helped)} "
+              f"of {len(verdicts)} minority classes" + (f": {', '.join(helped)}" if len(helped) <= 5 else ""))
     elapsed = time.time() - started
     print(f"\n{platform.node()} ({os.cpu_count()} cores, {device}), {date.today()}, {elapsed / 60:.1f} min")
-    out = args.var / "bench" / f"augment_eval_{args.dataset}.json"
+    suffix = "" if args.setups == "abcde" else f"_{args.setups}"
+    out = args.var / "bench" / f"augment_eval_{args.dataset}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"note": exp.note, "counts": counts, "gate": gate, "adherence": adherence,
                                "results": results, "cas": cas,
                                "verdicts": verdicts, "args": {k: str(v) for k, v in vars(args).items()},
                                "elapsed_s": elapsed}, indent=1))
-    if args.record and args.dataset == "fashion-mnist":
+    if args.record and args.dataset == "fashion-mnist" and verdicts:
         from bench.local import local_storage
 
         local_storage(args.var).put_json("augmented/fashion-mnist/verdicts.json", {
