@@ -46,8 +46,8 @@ from worker.feature_index import FeatureIndex, build_index
 from worker.images import to_uint8
 from worker.models import cgan, classifier
 from worker.training.cgan_trainer import train_cgan
-from worker.training.classifier_trainer import inverse_frequency, train_classifier
-from worker.training.common import TrainParams, batches
+from worker.training.classifier_trainer import inverse_frequency, per_class_accuracy, train_classifier
+from worker.training.common import TrainParams
 
 CUT = {"Pullover": 0.01, "Sandal": 0.02, "Bag": 0.05}
 SETUPS = {"a": "a: as is", "b": "b: class weights", "c": "c: oversampling", "d": "d: + synthetic",
@@ -176,14 +176,11 @@ def fit(exp: Experiment, train: ImageSplit, seed: int, args: argparse.Namespace,
 
 @torch.no_grad()
 def scores(model: classifier.Classifier, exp: Experiment, device: torch.device) -> dict:
-    model.eval()
     test = exp.dataset.test
-    predicted = np.concatenate([model(x)[exp.condition].argmax(-1).cpu().numpy()
-                                for x, _ in batches(test, 512, device)])
-    truth = test.conditions[exp.condition]
-    return {"accuracy": float((predicted == truth).mean()),
-            "recall": {n: float((predicted[truth == i] == i).mean()) for i, n in enumerate(exp.names)
-                       if (truth == i).any()}}
+    recall = per_class_accuracy(model, test, exp.condition, exp.names, device)
+    counts = np.bincount(test.conditions[exp.condition], minlength=len(exp.names))
+    correct = sum(recall[n] * counts[i] for i, n in enumerate(exp.names) if n in recall)
+    return {"accuracy": float(correct / len(test)), "recall": recall}
 
 
 def synthesize(exp: Experiment, gate_model: classifier.Classifier, index: FeatureIndex, rule: GateRule,
@@ -223,12 +220,7 @@ def balanced_synthetic(exp: Experiment, per_class: int) -> ImageSplit:
 def generator_adherence(exp: Experiment, judge_model: classifier.Classifier, per_class: int,
                         device: torch.device) -> dict[str, float]:
     """Per class: the share of `per_class` ungated generated images the classifier assigns to it."""
-    drawn = balanced_synthetic(exp, per_class)
-    judge_model.eval()
-    predicted = np.concatenate([judge_model(x)[exp.condition].argmax(-1).cpu().numpy()
-                                for x, _ in batches(drawn, 512, device)])
-    truth = drawn.conditions[exp.condition]
-    return {n: float((predicted[truth == i] == i).mean()) for i, n in enumerate(exp.names)}
+    return per_class_accuracy(judge_model, balanced_synthetic(exp, per_class), exp.condition, exp.names, device)
 
 
 def pct(values: list[float]) -> str:

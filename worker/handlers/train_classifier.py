@@ -11,14 +11,13 @@ import io
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 
-import numpy as np
 import torch
 
 from shared.registry import model_prefix, parse_ref
 from shared.schemas import Job, TrainInput
 from shared.storage import PutItem
 from worker.context import WorkerContext
-from worker.datasets.base import ImageDataset, ImageSplit
+from worker.datasets.base import ImageDataset
 from worker.datasets.store import counts_of
 from worker.feature_index import index_key
 from worker.handlers.common import (
@@ -32,18 +31,7 @@ from worker.handlers.common import (
 )
 from worker.models import classifier
 from worker.plots import loss_curve_png
-from worker.training.classifier_trainer import train_classifier
-from worker.training.common import batches
-
-
-@torch.no_grad()
-def per_class_accuracy(model: classifier.Classifier, split: ImageSplit, head: str, names: list[str],
-                       device: torch.device) -> dict[str, float]:
-    """Held-out accuracy of one head for each of its classes (rare classes are where it matters)."""
-    model.eval()
-    predicted = np.concatenate([model(x)[head].argmax(dim=-1).cpu().numpy() for x, _ in batches(split, 256, device)])
-    truth = split.conditions[head]
-    return {name: float((predicted[truth == i] == i).mean()) for i, name in enumerate(names) if (truth == i).any()}
+from worker.training.classifier_trainer import per_class_accuracy, train_classifier
 
 
 def train_domain_classifier(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop,

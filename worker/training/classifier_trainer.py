@@ -59,6 +59,16 @@ def inverse_frequency(split: ImageSplit, condition: str, classes: int, device: t
 
 
 @torch.no_grad()
+def per_class_accuracy(model: Classifier, split: ImageSplit, head: str, names: list[str],
+                       device: torch.device) -> dict[str, float]:
+    """Held-out accuracy of one head for each of its classes (rare classes are where it matters)."""
+    model.eval()
+    predicted = np.concatenate([model(x)[head].argmax(dim=-1).cpu().numpy() for x, _ in batches(split, 256, device)])
+    truth = split.conditions[head]
+    return {name: float((predicted[truth == i] == i).mean()) for i, name in enumerate(names) if (truth == i).any()}
+
+
+@torch.no_grad()
 def evaluate(model: Classifier, split: ImageSplit, batch_size: int, device: torch.device) -> dict[str, float]:
     """Held-out loss and accuracy per head ("accuracy_<head>"), and their mean ("accuracy")."""
     model.eval()
