@@ -6,10 +6,12 @@ from __future__ import annotations
 from flask import Response, jsonify
 from flask_openapi3 import Info, OpenAPI
 
+from api.auth import KeyRing, authenticate
 from api.datasets_routes import datasets_bp
 from api.errors import register_error_handlers, validation_error_response
 from api.health_routes import health_bp
 from api.jobs_routes import jobs_bp
+from api.metrics import metrics_bp, metrics_registry
 from api.models_routes import models_bp
 from api.services import Services
 from shared.logs import configure_logging
@@ -27,7 +29,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         __name__,
         info=Info(title="Atelier", version=API_VERSION,
                   description="Asynchronous image and description generation for fashion merchandising."),
-        security_schemes={},  # without it the document says securitySchemes: null, which validators reject
+        # stated explicitly: without it the document says securitySchemes: null, which validators reject
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer",
+                                     "description": "an API key, when the operator has configured keys"}},
         doc_prefix="/docs",
         validation_error_status=422,
         validation_error_model=ErrorResponse,
@@ -36,11 +40,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["atelier"] = services or Services.build(settings)
+    app.extensions["atelier_keys"] = KeyRing.from_settings(settings)
+    app.extensions["atelier_metrics"] = metrics_registry(app.extensions["atelier"].store.redis)
     register_error_handlers(app)
+    app.before_request(authenticate)
     app.register_api(health_bp)
     app.register_api(jobs_bp)
     app.register_api(models_bp)
     app.register_api(datasets_bp)
+    app.register_blueprint(metrics_bp)
 
     @app.get("/openapi.json", doc_ui=False)
     def openapi_document() -> Response:

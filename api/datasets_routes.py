@@ -13,6 +13,7 @@ from flask import Response, jsonify, request
 from flask_openapi3 import APIBlueprint, FileStorage, Tag
 from pydantic import ConfigDict, Field
 
+from api.auth import BEARER
 from api.jobs_routes import submit
 from api.services import services
 from shared.errors import NotFound, ValidationFailed
@@ -33,7 +34,8 @@ from shared.schemas import (
 )
 
 datasets_bp = APIBlueprint("datasets", __name__, url_prefix="/v1/datasets", abp_tags=[Tag(name="datasets")],
-                           abp_responses={"404": ErrorResponse, "422": ErrorResponse})
+                       abp_security=BEARER,
+                           abp_responses={"401": ErrorResponse, "404": ErrorResponse, "422": ErrorResponse})
 MAX_CSV_BYTES = 200 * 1024 * 1024
 
 

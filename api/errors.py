@@ -10,7 +10,7 @@ from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from shared.errors import AtelierError
+from shared.errors import AtelierError, RateLimited, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,12 @@ def validation_error_response(exc: ValidationError) -> Response:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(AtelierError)
     def _atelier(exc: AtelierError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.field, exc.details or None)
+        response = error_response(exc.status, exc.code, exc.message, exc.field, exc.details or None)
+        if isinstance(exc, RateLimited):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="atelier"'
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

@@ -10,11 +10,12 @@ from typing import Any
 from flask import Response, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 
+from api.auth import BEARER, current_caller
 from api.errors import error_response
 from api.services import services
 from shared.conditions import resolve_conditions
 from shared.errors import AtelierError, Conflict, NotFound, ValidationFailed
-from shared.jobs import DEFAULT_OWNER, request_fingerprint
+from shared.jobs import TERMINAL_EVENTS, request_fingerprint, with_presigned_urls
 from shared.queue import JOB_TASKS, time_limit_s
 from shared.schemas import (
     AUGMENT_FAMILIES,
@@ -41,19 +42,17 @@ from shared.schemas import (
     ModelVersion,
     TrainJobRequest,
     TraverseJobRequest,
+    WebhookSpec,
 )
+from shared.webhooks import dispatch_outbox, resolve_target
 
 log = logging.getLogger(__name__)
 jobs_bp = APIBlueprint("jobs", __name__, url_prefix="/v1/jobs", abp_tags=[Tag(name="jobs")],
-                       abp_responses={"404": ErrorResponse, "422": ErrorResponse})
+                       abp_security=BEARER,
+                       abp_responses={"401": ErrorResponse, "404": ErrorResponse, "422": ErrorResponse})
 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,4})(?:$|[,;\s])")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-
-
-def current_owner() -> str:
-    """The caller's identity; API keys (when configured) map to owners."""
-    return DEFAULT_OWNER
 
 
 @jobs_bp.before_request
@@ -83,19 +82,8 @@ def public_job(job: Job) -> dict[str, Any]:
     data = job.model_dump(mode="json")
     if data.get("output"):
         storage = services().storage
-        data["output"] = _with_urls(data["output"], storage.presigned_url)
+        data["output"] = with_presigned_urls(data["output"], storage.presigned_url)
     return data
-
-
-def _with_urls(value: Any, sign: Any) -> Any:
-    if isinstance(value, dict):
-        out = {k: _with_urls(v, sign) for k, v in value.items()}
-        if isinstance(value.get("key"), str):
-            out["url"] = sign(value["key"])
-        return out
-    if isinstance(value, list):
-        return [_with_urls(v, sign) for v in value]
-    return value
 
 
 def _job_response(job: Job, status: int) -> Response:
@@ -209,7 +197,7 @@ def _check_submit(req: Any) -> str | None:
     return model.ref
 
 
-@jobs_bp.post("", responses={"202": Job, "200": Job, "400": ErrorResponse, "409": ErrorResponse,
+@jobs_bp.post("", responses={"202": Job, "200": Job, "400": ErrorResponse, "409": ErrorResponse, "429": ErrorResponse,
                              "413": ErrorResponse, "415": ErrorResponse, "503": ErrorResponse})
 def submit_job(body: JobRequest) -> Response:
     """Submit a job. Answers 202 with the job and its Location. `Idempotency-Key` makes a retried
@@ -217,15 +205,31 @@ def submit_job(body: JobRequest) -> Response:
     return submit(body.root)
 
 
+def _webhook(req: Any) -> tuple[str | None, tuple[str, ...]]:
+    """The job's webhook URL and events, refused at submit when it could not be delivered."""
+    if req.webhook is None:
+        return None, TERMINAL_EVENTS
+    spec = req.webhook if isinstance(req.webhook, WebhookSpec) else WebhookSpec(url=req.webhook)
+    settings = services().settings
+    if not settings.webhook_secret:
+        raise ValidationFailed("webhooks are off: the operator has not set ATELIER_WEBHOOK_SECRET",
+                               code="webhooks_not_configured", field="webhook")
+    field = "webhook.url" if isinstance(req.webhook, WebhookSpec) else "webhook"
+    resolve_target(spec.url, allow_private=settings.webhook_allow_private, field=field)
+    return spec.url, tuple(dict.fromkeys(spec.events))
+
+
 def submit(req: Any) -> Response:
     """Create the job record, enqueue it, and answer (shared with POST /v1/datasets)."""
     svc = services()
+    caller = current_caller()
     idem = request.headers.get("Idempotency-Key")
     if idem is not None and not _IDEMPOTENCY_KEY.match(idem):
         raise AtelierError("Idempotency-Key must be 1..255 printable ASCII characters",
                            code="invalid_header", field="Idempotency-Key")
     # Fingerprint what the caller sent, before any model version is pinned into the input.
     fingerprint = request_fingerprint(req.model_dump(mode="json", exclude_none=True))
+    webhook, events = _webhook(req)
     model = _check_submit(req)
     job_input = req.input.model_dump(mode="json", exclude_none=True)
     # A seed is always recorded, so every job can be reproduced from its record and manifest.
@@ -233,8 +237,10 @@ def submit(req: Any) -> Response:
         job_input.setdefault("seed", secrets.randbelow(SEED_MAX + 1))
     if isinstance(req, AugmentJobRequest):  # the date it files under, fixed now rather than when it runs
         job_input.setdefault("date", svc.settings.today().isoformat())
-    job, created = svc.store.create(JobType(req.type), job_input, owner=current_owner(), webhook=req.webhook,
-                                    idempotency_key=idem, model=model, fingerprint=fingerprint)
+    job, created = svc.store.create(JobType(req.type), job_input, owner=caller.owner, webhook=webhook,
+                                    webhook_events=events, idempotency_key=idem, model=model,
+                                    fingerprint=fingerprint, max_queued=caller.max_queued,
+                                    retry_after_s=svc.settings.queue_limit_retry_after_s)
     if created:
         spec = JOB_TASKS[req.type]
         try:
@@ -259,9 +265,12 @@ def submit(req: Any) -> Response:
     return response
 
 
-def _owned_job(job_id: str) -> Job:
+def owned_job(job_id: str) -> Job:
+    """The job if the caller may see it (its owner, or an admin); otherwise the same 404 as a job
+    that does not exist, so ids of other keys' jobs cannot be probed."""
+    caller = current_caller()
     job = services().store.get(job_id)
-    if job is None or job.owner != current_owner():
+    if job is None or not (caller.admin or job.owner == caller.owner):
         raise NotFound(f"no job {job_id}", field="job_id")
     return job
 
@@ -270,7 +279,7 @@ def _owned_job(job_id: str) -> Job:
 def get_job(path: JobPath) -> Response:
     """A job's status, progress and (when finished) outputs with presigned URLs.
     `Prefer: wait=N` holds the answer until the job ends or N seconds pass."""
-    job = _owned_job(path.job_id)
+    job = owned_job(path.job_id)
     wait = wait_seconds()
     if wait and not job.status.terminal:
         job = services().store.wait_until_terminal(job.id, wait) or job
@@ -282,8 +291,14 @@ def get_job(path: JobPath) -> Response:
 
 @jobs_bp.get("", responses={"200": JobList})
 def list_jobs(query: ListJobsQuery) -> Response:
-    """Jobs newest first, filtered by status and type; pass `next_cursor` back as `cursor`."""
-    jobs, cursor = services().store.list(owner=current_owner(), status=query.status, job_type=query.type,
+    """Jobs newest first, filtered by status and type; pass `next_cursor` back as `cursor`. A key
+    sees its own jobs; an admin key sees everyone's (or one owner's with `owner`)."""
+    caller = current_caller()
+    if query.owner and not caller.admin and query.owner != caller.owner:
+        raise AtelierError("only an admin key may list another key's jobs", code="admin_only", field="owner",
+                           status=403)
+    owner = (query.owner or None) if caller.admin else caller.owner
+    jobs, cursor = services().store.list(owner=owner, status=query.status, job_type=query.type,
                                          limit=query.limit, cursor=query.cursor)
     return jsonify(jobs=[public_job(j) for j in jobs], next_cursor=cursor)
 
@@ -292,8 +307,11 @@ def list_jobs(query: ListJobsQuery) -> Response:
 def cancel_job(path: JobPath) -> Response:
     """Cancel: a queued job is canceled at once (200); a running job is asked to stop and stops at
     its next check (202); a finished job is a 409."""
-    job = _owned_job(path.job_id)
-    outcome, ended_as = services().store.cancel(job.id)
+    job = owned_job(path.job_id)
+    svc = services()
+    outcome, ended_as = svc.store.cancel(job.id)
+    if outcome == "canceled":
+        dispatch_outbox(svc.store.redis, svc.celery)
     if outcome == "missing":
         raise NotFound(f"no job {job.id}", field="job_id")
     if outcome == "finished":

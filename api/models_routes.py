@@ -6,11 +6,13 @@ from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import Field
 
+from api.auth import BEARER, require_admin
 from api.services import services
 from shared.schemas import ErrorResponse, ModelList, ModelPath, ModelVersion, StrictModel
 
 models_bp = APIBlueprint("models", __name__, url_prefix="/v1/models", abp_tags=[Tag(name="models")],
-                         abp_responses={"404": ErrorResponse, "422": ErrorResponse})
+                       abp_security=BEARER,
+                         abp_responses={"401": ErrorResponse, "404": ErrorResponse, "422": ErrorResponse})
 
 
 class ModelsQuery(StrictModel):
@@ -24,8 +26,9 @@ def list_models(query: ModelsQuery) -> Response:
     return jsonify(models=[m.model_dump(mode="json") for m in models])
 
 
-@models_bp.post("/<family>/<version>/activate", responses={"200": ModelVersion})
+@models_bp.post("/<family>/<version>/activate", responses={"200": ModelVersion, "403": ErrorResponse})
 def activate_model(path: ModelPath) -> Response:
-    """Make this version the one jobs use by default."""
+    """Make this version the one jobs use by default (an admin key's decision when keys are on)."""
+    require_admin()
     model = services().registry.activate(path.family, path.version)
     return jsonify(model.model_dump(mode="json"))

@@ -44,6 +44,27 @@ class Conflict(AtelierError):
     code = "conflict"
 
 
+class Unauthorized(AtelierError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(AtelierError):
+    status = 403
+    code = "forbidden"
+
+
+class RateLimited(AtelierError):
+    """429; `retry_after_s` becomes the Retry-After header."""
+
+    status = 429
+    code = "too_many_queued_jobs"
+
+    def __init__(self, message: str, *, retry_after_s: int, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after_s = retry_after_s
+
+
 class JobFailure(AtelierError):
     """Raised inside a job: the job ends `failed` with this code and message."""
 

@@ -14,13 +14,14 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import redis
 
-from shared.errors import Conflict
+from shared.errors import Conflict, RateLimited
 from shared.schemas import TERMINAL_STATUSES, Job, JobStatus, JobType
 
 PREFIX = "atelier:"
@@ -32,28 +33,70 @@ local function now_s()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
+-- Job counts by type and status for /metrics: queued and running are current, the rest cumulative.
+local function count(key, from, to)
+  local jt = redis.call('HGET', key, 'type')
+  if from then redis.call('HINCRBY', 'atelier:stats:jobs', jt .. '|' .. from, -1) end
+  redis.call('HINCRBY', 'atelier:stats:jobs', jt .. '|' .. to, 1)
+end
+-- Leaving `queued` frees a place in the owner's queued-jobs limit.
+local function dequeued(key, job_id)
+  local owner = redis.call('HGET', key, 'owner')
+  if owner then redis.call('SREM', 'atelier:jobs:queued:' .. owner, job_id) end
+end
+-- The webhook outbox: an event the job's webhook asked for, delivered by a Celery task.
+local function notify(key, job_id, event)
+  local events = redis.call('HGET', key, 'webhook_events')
+  if events and string.find(',' .. events .. ',', ',' .. event .. ',', 1, true) then
+    redis.call('ZADD', 'atelier:webhooks:outbox', now_s(), job_id .. '|' .. event)
+  end
+end
+local DURATION_BUCKETS = {0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600}
+local function observe_duration(key, status, now)
+  local started = tonumber(redis.call('HGET', key, 'started_at') or '')
+  if not started then return end
+  local seconds = now - started
+  local hk = 'atelier:stats:duration:' .. redis.call('HGET', key, 'type') .. '|' .. status
+  for _, b in ipairs(DURATION_BUCKETS) do
+    if seconds <= b then redis.call('HINCRBY', hk, tostring(b), 1) end
+  end
+  redis.call('HINCRBY', hk, 'count', 1)
+  redis.call('HINCRBYFLOAT', hk, 'sum', seconds)
+end
 local function finish(key, running_set, job_id, status, ttl, fields)
-  redis.call('HSET', key, 'status', status, 'finished_at', string.format('%.6f', now_s()))
+  local now = now_s()
+  count(key, redis.call('HGET', key, 'status'), status)
+  dequeued(key, job_id)
+  observe_duration(key, status, now)
+  redis.call('HSET', key, 'status', status, 'finished_at', string.format('%.6f', now))
   if fields and #fields > 0 then redis.call('HSET', key, unpack(fields)) end
   redis.call('HDEL', key, 'token', 'lease_until')
   redis.call('SREM', running_set, job_id)
   redis.call('EXPIRE', key, ttl)
   redis.call('PUBLISH', 'atelier:events:' .. job_id, status)
+  notify(key, job_id, status)
 end
 local function is_terminal(st)
   return st == 'succeeded' or st == 'failed' or st == 'canceled'
 end
 """
 
-# KEYS: job, index_all, index_owner, unsent, idem ('' when none)
-# ARGV: job_id, idem_ttl, request_hash, field, value, ...
+# KEYS: job, index_all, index_owner, unsent, idem ('' when none), owner's queued set
+# ARGV: job_id, idem_ttl, request_hash, max_queued (0: no limit), field, value, ...
 _CREATE = """
 if KEYS[5] ~= '' then
   local existing = redis.call('GET', KEYS[5])
   if existing then return {'existing', existing} end
 end
+local limit = tonumber(ARGV[4])
+if limit > 0 then
+  local queued = redis.call('SCARD', KEYS[6])
+  if queued >= limit then return {'limited', tostring(queued)} end
+end
 local now = now_s()
-redis.call('HSET', KEYS[1], 'created_at', string.format('%.6f', now), unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], 'created_at', string.format('%.6f', now), unpack(ARGV, 5))
+count(KEYS[1], nil, 'queued')
+redis.call('SADD', KEYS[6], ARGV[1])
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
 redis.call('ZADD', KEYS[4], now, ARGV[1])
@@ -85,6 +128,11 @@ if st == 'running' then
   end
 end
 attempts = attempts + 1
+if st == 'queued' then
+  count(KEYS[1], 'queued', 'running')
+  dequeued(KEYS[1], ARGV[1])
+  notify(KEYS[1], ARGV[1], 'running')
+end
 redis.call('HSET', KEYS[1], 'status', 'running', 'token', ARGV[2], 'attempts', attempts,
   'lease_until', string.format('%.6f', now + tonumber(ARGV[3]) / 1000))
 if not redis.call('HGET', KEYS[1], 'started_at') then
@@ -148,6 +196,17 @@ redis.call('ZREM', 'atelier:jobs:unsent', ARGV[1])
 return 1
 """
 
+# KEYS: job  ARGV: delivery_json, max_kept   (a webhook delivery attempt, appended to the job's list)
+_RECORD_DELIVERY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local raw = redis.call('HGET', KEYS[1], 'webhook_deliveries')
+local list = raw and cjson.decode(raw) or {}
+table.insert(list, cjson.decode(ARGV[1]))
+while #list > tonumber(ARGV[2]) do table.remove(list, 1) end
+redis.call('HSET', KEYS[1], 'webhook_deliveries', cjson.encode(list))
+return #list
+"""
+
 # KEYS: job, seq  ARGV: family   -> the model version this training job produces (stable on rerun)
 _MODEL_VERSION = """
 local existing = redis.call('HGET', KEYS[1], 'model')
@@ -159,6 +218,7 @@ return ref
 """
 
 
+TERMINAL_EVENTS = ("succeeded", "failed", "canceled")  # what a webhook hears unless it asks otherwise
 DEFAULT_OWNER = "public"  # who owns jobs while no API keys are configured (and the nightly schedule's jobs)
 
 
@@ -176,6 +236,18 @@ class Claim:
     state: Literal["claimed", "busy", "terminal", "lost", "missing"]
     attempts: int = 0
     retry_in_s: float = 0.0
+
+
+def with_presigned_urls(value: Any, sign: Any) -> Any:
+    """A copy of a job output where every object `key` comes with a presigned `url` beside it."""
+    if isinstance(value, dict):
+        out = {k: with_presigned_urls(v, sign) for k, v in value.items()}
+        if isinstance(value.get("key"), str):
+            out["url"] = sign(value["key"])
+        return out
+    if isinstance(value, list):
+        return [with_presigned_urls(v, sign) for v in value]
+    return value
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -201,6 +273,8 @@ def job_from_hash(data: dict[str, str]) -> Job:
         attempts=int(data.get("attempts") or 0),
         cancel_requested=data.get("cancel_requested") == "1",
         webhook=data.get("webhook") or None,
+        webhook_events=data["webhook_events"].split(",") if data.get("webhook_events") else None,
+        webhook_deliveries=json.loads(data["webhook_deliveries"]) if data.get("webhook_deliveries") else [],
     )
 
 
@@ -220,6 +294,7 @@ class JobStore:
         self._cancel = reg(_LUA_PRELUDE + _CANCEL)
         self._fail_queued = reg(_LUA_PRELUDE + _FAIL_QUEUED)
         self._model_version = reg(_MODEL_VERSION)
+        self._record_delivery = reg(_RECORD_DELIVERY)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> JobStore:
@@ -236,6 +311,10 @@ class JobStore:
     def owner_index(owner: str) -> str:
         return f"{PREFIX}jobs:owner:{owner}"
 
+    @staticmethod
+    def queued_set(owner: str) -> str:
+        return f"{PREFIX}jobs:queued:{owner}"
+
     ALL_INDEX = f"{PREFIX}jobs:all"
     RUNNING = f"{PREFIX}jobs:running"
     UNSENT = f"{PREFIX}jobs:unsent"
@@ -246,11 +325,13 @@ class JobStore:
 
     # --- API side -----------------------------------------------------------------------------
     def create(self, job_type: JobType, job_input: dict, *, owner: str, webhook: str | None = None,
-               idempotency_key: str | None = None, model: str | None = None,
-               fingerprint: str | None = None) -> tuple[Job, bool]:
+               webhook_events: Iterable[str] = TERMINAL_EVENTS, idempotency_key: str | None = None,
+               model: str | None = None, fingerprint: str | None = None,
+               max_queued: int = 0, retry_after_s: int = 30) -> tuple[Job, bool]:
         """Create a queued job. With an idempotency key already used by this owner, return that job
         (created=False); a different request under the same key is a Conflict. `fingerprint`
-        identifies the request as the client sent it (before defaults such as a random seed)."""
+        identifies the request as the client sent it (before defaults such as a random seed).
+        With `max_queued`, an owner who already has that many queued jobs is refused (RateLimited)."""
         job_id = new_job_id()
         fingerprint = fingerprint or request_fingerprint({"type": job_type, "input": job_input, "webhook": webhook})
         idem_key = ""
@@ -264,13 +345,19 @@ class JobStore:
         }
         if webhook:
             fields["webhook"] = webhook
+            fields["webhook_events"] = ",".join(webhook_events)
         if model:
             fields["model"] = model
         flat = [item for pair in fields.items() for item in pair]
         outcome, value = self._create(
-            keys=[self.key(job_id), self.ALL_INDEX, self.owner_index(owner), self.UNSENT, idem_key],
-            args=[job_id, self.idempotency_ttl_s, fingerprint, *flat],
+            keys=[self.key(job_id), self.ALL_INDEX, self.owner_index(owner), self.UNSENT, idem_key,
+                  self.queued_set(owner)],
+            args=[job_id, self.idempotency_ttl_s, fingerprint, max_queued, *flat],
         )
+        if outcome == "limited":
+            raise RateLimited(f"{value} of your jobs are already queued (the limit is {max_queued}); submit more "
+                              "when some have started", retry_after_s=retry_after_s,
+                              details={"queued": int(value), "limit": max_queued})
         if outcome == "existing":
             first_id, first_fingerprint = value.split("|", 1)
             if first_fingerprint != fingerprint:
@@ -388,6 +475,9 @@ class JobStore:
             fields += ["progress", json.dumps({"fraction": fraction, "message": progress_message})]
         return bool(self._finish(keys=[self.key(job_id), self.RUNNING],
                                  args=[job_id, token, status.value, self.ttl_s, *fields]))
+
+    def record_webhook_delivery(self, job_id: str, delivery: dict, max_kept: int = 50) -> None:
+        self._record_delivery(keys=[self.key(job_id)], args=[json.dumps(delivery), max_kept])
 
     def model_version_for(self, job_id: str, family: str) -> str:
         """The version a training job produces, allocated once so a rerun overwrites, never duplicates."""

@@ -13,10 +13,11 @@ from kombu import Exchange, Queue
 from shared.schemas import JobType
 from shared.settings import Settings
 
-INTERACTIVE, TRAINING, BATCH = "interactive", "training", "batch"
-QUEUES = (INTERACTIVE, TRAINING, BATCH)
+INTERACTIVE, TRAINING, BATCH, WEBHOOKS = "interactive", "training", "batch", "webhooks"
+QUEUES = (INTERACTIVE, TRAINING, BATCH, WEBHOOKS)
 REAP_TASK = "atelier.reap_stale_jobs"
 SCHEDULE_AUGMENT_TASK = "atelier.schedule_nightly_augment"
+DELIVER_WEBHOOK_TASK = "atelier.deliver_webhook"
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ def make_celery(settings: Settings, name: str = "atelier") -> Celery:
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
         task_default_queue=INTERACTIVE,
         task_routes={spec.name: {"queue": spec.queue} for spec in JOB_TASKS.values()}
-        | {REAP_TASK: {"queue": INTERACTIVE}, SCHEDULE_AUGMENT_TASK: {"queue": INTERACTIVE}},
+        | {REAP_TASK: {"queue": INTERACTIVE}, SCHEDULE_AUGMENT_TASK: {"queue": INTERACTIVE},
+           DELIVER_WEBHOOK_TASK: {"queue": WEBHOOKS}},
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             # Longer than the longest job: a shorter one reruns tasks that are still running.

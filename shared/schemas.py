@@ -338,7 +338,18 @@ class ImportDatasetInput(StrictModel):
     seed: Seed | None = None
 
 
-Webhook = Annotated[str, Field(max_length=2000, pattern=r"^https?://", description="called when the job ends")]
+WebhookUrl = Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s]+$",
+                                   description="called (POST, signed) when the job reaches one of the events")]
+WebhookEvent = Literal["running", "succeeded", "failed", "canceled"]
+
+
+class WebhookSpec(StrictModel):
+    url: WebhookUrl
+    events: list[WebhookEvent] = Field(["succeeded", "failed", "canceled"], min_length=1, max_length=4,
+                                       description="which status changes are delivered")
+
+
+Webhook = Annotated[WebhookUrl | WebhookSpec, Field(description="a URL (the job's end) or {url, events}")]
 
 
 class TrainJobRequest(StrictModel):
@@ -416,6 +427,17 @@ class ErrorInfo(BaseModel):
     details: dict[str, Any] | None = None
 
 
+class WebhookDelivery(BaseModel):
+    event: str
+    attempt: int
+    at: datetime
+    ok: bool
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: int | None = None
+    next_attempt_in_s: float | None = Field(None, description="when it is tried again; absent on the last")
+
+
 class Job(BaseModel):
     id: str
     type: JobType
@@ -432,6 +454,9 @@ class Job(BaseModel):
     attempts: int = 0
     cancel_requested: bool = False
     webhook: str | None = None
+    webhook_events: list[str] | None = None
+    webhook_deliveries: list[WebhookDelivery] = Field(default_factory=list,
+                                                      description="every delivery attempt, oldest first")
 
 
 class JobList(BaseModel):
@@ -501,6 +526,7 @@ class ListJobsQuery(StrictModel):
     type: JobType | None = None
     limit: int = Field(20, ge=1, le=200)
     cursor: str | None = Field(None, max_length=64, pattern=r"^[0-9a-f]{1,64}$")
+    owner: str | None = Field(None, max_length=64, description="admin keys only: one owner's jobs")
 
 
 class JobPath(StrictModel):

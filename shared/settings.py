@@ -50,6 +50,25 @@ class Settings(BaseSettings):
     job_ttl_s: int = Field(30 * 86400, validation_alias=_env("ATELIER_JOB_TTL_SECONDS"),
                            description="how long finished job records are kept in Redis")
 
+    # --- keys, limits and webhooks -------------------------------------------------------------
+    api_keys: str = Field("", validation_alias=_env("ATELIER_API_KEYS"),
+                          description='JSON list of {"name", "sha256", "admin"?, "max_queued"?}; empty: no keys, '
+                                      "every caller is the public owner (development)")
+    api_keys_file: Path | None = Field(None, validation_alias=_env("ATELIER_API_KEYS_FILE"),
+                                       description="the same JSON in a file (a mounted Secret); wins over the variable")
+    max_queued_jobs: int = Field(1000, ge=0, validation_alias=_env("ATELIER_MAX_QUEUED_JOBS"),
+                                 description="queued jobs per key before submits get 429 (0: no limit)")
+    queue_limit_retry_after_s: int = Field(30, ge=1, validation_alias=_env("ATELIER_QUEUE_LIMIT_RETRY_AFTER_SECONDS"))
+    webhook_secret: str | None = Field(None, min_length=16, validation_alias=_env("ATELIER_WEBHOOK_SECRET"),
+                                       description="HMAC-SHA256 key for webhook signatures; webhooks are refused "
+                                                   "without one")
+    webhook_allow_private: bool = Field(False, validation_alias=_env("ATELIER_WEBHOOK_ALLOW_PRIVATE"),
+                                        description="allow webhook targets on loopback and private ranges")
+    webhook_max_attempts: int = Field(6, ge=1, le=20, validation_alias=_env("ATELIER_WEBHOOK_MAX_ATTEMPTS"))
+    webhook_backoff_s: float = Field(2.0, gt=0, validation_alias=_env("ATELIER_WEBHOOK_BACKOFF_SECONDS"),
+                                     description="first retry delay; doubles each attempt (with jitter)")
+    webhook_timeout_s: float = Field(10.0, gt=0, le=60, validation_alias=_env("ATELIER_WEBHOOK_TIMEOUT_SECONDS"))
+
     # --- jobs and workers ---------------------------------------------------------------------
     job_max_attempts: int = Field(3, ge=1, le=20, validation_alias=_env("ATELIER_JOB_MAX_ATTEMPTS"))
     job_lease_s: float = Field(20.0, gt=1, validation_alias=_env("ATELIER_JOB_LEASE_SECONDS"))
@@ -102,6 +121,11 @@ class Settings(BaseSettings):
     def from_env(cls, **overrides: object) -> Settings:
         """Read the environment (once, by the caller's entry point); overrides win."""
         return cls(**overrides)
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("augment_timezone")
     @classmethod

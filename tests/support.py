@@ -25,6 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 # Short leases so lost-worker recovery happens within a test's patience.
 FAST_RECOVERY = {"ATELIER_JOB_LEASE_SECONDS": "4", "ATELIER_HEARTBEAT_SECONDS": "0.5",
                  "ATELIER_REAPER_INTERVAL_SECONDS": "2"}
+# Webhooks go to a receiver the tests run on loopback, retried quickly.
+WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+WEBHOOKS = {"ATELIER_WEBHOOK_SECRET": WEBHOOK_SECRET, "ATELIER_WEBHOOK_ALLOW_PRIVATE": "true",
+            "ATELIER_WEBHOOK_BACKOFF_SECONDS": "0.3", "ATELIER_WEBHOOK_MAX_ATTEMPTS": "3"}
 
 
 def datasets_dir() -> Path | None:
@@ -34,12 +38,19 @@ def datasets_dir() -> Path | None:
 
 
 def stack_env(stack: LocalStack, var_dir: Path, **extra: str) -> dict[str, str]:
-    env = {**stack.env, **FAST_RECOVERY, "ATELIER_VAR": str(var_dir), "ATELIER_ALLOW_DATASET_DOWNLOAD": "false",
-           "ATELIER_DEVICE": "cpu", "ATELIER_BASE_MODELS": str(var_dir / "base-models"), **extra}
+    env = {**stack.env, **FAST_RECOVERY, **WEBHOOKS, "ATELIER_VAR": str(var_dir),
+           "ATELIER_ALLOW_DATASET_DOWNLOAD": "false", "ATELIER_DEVICE": "cpu", "ATELIER_BASE_MODELS": str(var_dir / "base-models"), **extra}
     folder = datasets_dir()
     if folder:
         env["ATELIER_DATASETS"] = str(folder)
     return env
+
+
+def on_redis_db(env: dict[str, str], db: int, **extra: str) -> dict[str, str]:
+    """The same servers with another Redis database: jobs submitted there are queued where no test
+    worker consumes them (for tests of the API alone: keys, limits, refusals)."""
+    base = env["REDIS_URL"].rsplit("/", 1)[0]
+    return {**env, "REDIS_URL": f"{base}/{db}", **extra}
 
 
 def settings_from(env: dict[str, str]) -> Settings:
@@ -80,7 +91,7 @@ class WorkerProcess:
     def start(self, timeout: float = 60) -> WorkerProcess:
         self._log = self.log_path.open("ab")
         cmd = [sys.executable, "-m", "celery", "-A", "worker.main", "worker", "--queues",
-               "interactive,training,batch", "--concurrency", str(self.concurrency), "--pool", "prefork",
+               "interactive,training,batch,webhooks", "--concurrency", str(self.concurrency), "--pool", "prefork",
                "--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
         self.process = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)

@@ -133,7 +133,8 @@ def test_openapi_document_is_generated(client: Client) -> None:
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/models"} <= set(doc["paths"])
     schemas = doc["components"]["schemas"]
     assert schemas["GenerateImagesInput"]["properties"]["n"]["maximum"] == 64
-    assert doc["components"]["securitySchemes"] == {}
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert doc["paths"]["/v1/jobs"]["post"]["security"] == [{"bearer": []}]
 
 
 def test_health_and_readiness(client: Client) -> None:

@@ -7,12 +7,20 @@ import logging
 import threading
 
 from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery.signals import celeryd_after_setup, worker_process_init
 
 from shared.logs import configure_logging
-from shared.queue import JOB_TASKS, REAP_TASK, SCHEDULE_AUGMENT_TASK, make_celery, time_limit_s
+from shared.queue import (
+    DELIVER_WEBHOOK_TASK,
+    JOB_TASKS,
+    REAP_TASK,
+    SCHEDULE_AUGMENT_TASK,
+    make_celery,
+    time_limit_s,
+)
 from shared.schemas import JobType
 from shared.settings import Settings
+from shared.worker_stats import start_publisher
 from worker.context import WorkerContext
 from worker.handlers.augment import augment
 from worker.handlers.describe import describe
@@ -23,6 +31,7 @@ from worker.handlers.train import train
 from worker.reaper import reap_stale_jobs
 from worker.runner import Handler, run_job
 from worker.scheduler import nightly_entry, schedule_nightly_augment
+from worker.webhook_delivery import deliver
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +72,27 @@ def create_worker_app(settings: Settings) -> Celery:
     def reap() -> dict:
         return reap_stale_jobs(ctx, app)
 
+    @app.task(name=DELIVER_WEBHOOK_TASK, ignore_result=True, acks_late=True, reject_on_worker_lost=True,
+              soft_time_limit=settings.webhook_timeout_s * 3)
+    def deliver_webhook(job_id: str, event: str, attempt: int = 1) -> None:
+        deliver(settings, ctx.store, ctx.storage, app, job_id, event, attempt)
+
     @app.task(name=SCHEDULE_AUGMENT_TASK, ignore_result=True)
     def schedule_augment() -> dict:
         return schedule_nightly_augment(ctx, app)
 
+    node: dict[str, str] = {}
+
+    @celeryd_after_setup.connect(weak=False)
+    def _node_ready(sender: str, instance: object, **_: object) -> None:
+        # Runs in the main process before the pool forks: children inherit the node's name and queues.
+        node["name"] = sender
+        node["queues"] = ",".join(sorted(app.amqp.queues.consume_from or ()))
+
     @worker_process_init.connect(weak=False)
     def _child_init(**_: object) -> None:
         configure_logging(settings)  # each pool child logs the same way as the parent
+        start_publisher(ctx.store.redis, role=node.get("queues", "worker"), node=node.get("name"))
         if settings.preload_interpreter:
             # ~10 s on 2 cores; loading in the background keeps the first prompt job from paying it.
             threading.Thread(target=lambda: ctx.interpreter, name="preload-interpreter", daemon=True).start()

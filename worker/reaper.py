@@ -14,6 +14,7 @@ import logging
 from celery import Celery
 
 from shared.queue import JOB_TASKS
+from shared.webhooks import dispatch_outbox
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -37,4 +38,4 @@ def reap_stale_jobs(ctx: WorkerContext, app: Celery, unsent_after_s: float = 30.
         store.mark_enqueued(job_id)
         requeued.append(job_id)
         log.warning("re-enqueued job %s (%s)", job_id, reason)
-    return {"requeued": requeued}
+    return {"requeued": requeued, "webhooks_dispatched": dispatch_outbox(store.redis, app)}

@@ -19,6 +19,7 @@ from shared.errors import AtelierError, JobCanceled, TransientError
 from shared.jobs import JobStore
 from shared.logs import current_job_id
 from shared.schemas import Job, JobStatus
+from shared.webhooks import dispatch_outbox
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,16 @@ def run_job(ctx: WorkerContext, task: Task, job_id: str, handler: Handler) -> No
         with session:
             _execute(ctx, job, session, handler)
     finally:
+        _dispatch_webhooks(store, task)
         current_job_id.reset(reset)
+
+
+def _dispatch_webhooks(store: JobStore, task: Task) -> None:
+    """Send the webhook events this run produced (started, ended) now rather than at the next reap."""
+    try:
+        dispatch_outbox(store.redis, task.app)
+    except Exception as exc:  # the reaper dispatches whatever is left
+        log.warning("webhook dispatch failed: %s", exc)
 
 
 def _execute(ctx: WorkerContext, job: Job, session: JobSession, handler: Handler) -> None:

@@ -1,0 +1,132 @@
+"""API keys: who is calling, what they may see, and how many jobs they may queue.
+
+Keys are configured as SHA-256 hashes (`ATELIER_API_KEYS` or a mounted file), never in clear. A key
+is a random token, so one unsalted hash is enough to make the stored list useless to a reader. With
+no keys configured every caller is the public owner (development); with keys, every /v1 request
+needs one (`Authorization: Bearer`, `X-API-Key`, or the console's cookie).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+
+from flask import current_app, g, request
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from shared.errors import Forbidden, Unauthorized
+from shared.jobs import DEFAULT_OWNER
+from shared.settings import Settings
+
+COOKIE = "atelier_key"
+BEARER = [{"bearer": []}]  # the OpenAPI security requirement of every /v1 operation
+# Paths anyone may call: probes, metrics, the API description and the console's shell and assets.
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/static/", "/login", "/logout")
+
+
+class KeyEntry(BaseModel):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    admin: bool = False
+    max_queued: int | None = Field(None, ge=0, description="overrides ATELIER_MAX_QUEUED_JOBS for this key")
+
+
+@dataclass(frozen=True)
+class Caller:
+    owner: str
+    admin: bool
+    max_queued: int
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return "atl_" + secrets.token_urlsafe(32)
+
+
+class KeyRing:
+    """The configured keys, read once when the app is built (a bad list stops the process)."""
+
+    def __init__(self, entries: list[KeyEntry], default_max_queued: int) -> None:
+        names = [e.name for e in entries]
+        if len(set(names)) != len(names):
+            raise ValueError("ATELIER_API_KEYS: key names must be unique (a name owns its jobs)")
+        self.entries = entries
+        self.default_max_queued = default_max_queued
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing:
+        raw = settings.api_keys_file.read_text() if settings.api_keys_file else settings.api_keys
+        if not raw.strip():
+            return cls([], settings.max_queued_jobs)
+        try:
+            entries = TypeAdapter(list[KeyEntry]).validate_python(json.loads(raw))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise ValueError(f"ATELIER_API_KEYS is not a valid key list: {exc}") from exc
+        return cls(entries, settings.max_queued_jobs)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.entries)
+
+    def lookup(self, key: str) -> Caller | None:
+        digest = hash_key(key)
+        found = None
+        for entry in self.entries:  # compare against every entry: the time taken says nothing
+            if hmac.compare_digest(entry.sha256, digest):
+                found = entry
+        if found is None:
+            return None
+        limit = self.default_max_queued if found.max_queued is None else found.max_queued
+        return Caller(owner=found.name, admin=found.admin, max_queued=limit)
+
+    def anonymous(self) -> Caller:
+        return Caller(owner=DEFAULT_OWNER, admin=False, max_queued=self.default_max_queued)
+
+
+def presented_key() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return request.headers.get("X-API-Key") or request.cookies.get(COOKIE) or None
+
+
+def authenticate() -> None:
+    """before_request: puts the Caller on `g`, or answers 401 for a missing or unknown key."""
+    ring: KeyRing = current_app.extensions["atelier_keys"]
+    if not ring.enabled:
+        g.caller = ring.anonymous()
+        return
+    key = presented_key()
+    caller = ring.lookup(key) if key else None
+    if caller is not None:
+        g.caller = caller
+        return
+    if request.path == "/" or request.path.startswith(OPEN_PATHS):
+        g.caller = None
+        return
+    if key is None:
+        raise Unauthorized("this service needs an API key: send `Authorization: Bearer <key>`",
+                           code="missing_api_key", field="Authorization")
+    raise Unauthorized("the API key is not known (revoked or mistyped)", code="invalid_api_key",
+                       field="Authorization")
+
+
+def current_caller() -> Caller:
+    caller = g.get("caller")
+    if caller is None:
+        raise Unauthorized("sign in with an API key first", code="missing_api_key", field="Authorization")
+    return caller
+
+
+def require_admin() -> Caller:
+    caller = current_caller()
+    ring: KeyRing = current_app.extensions["atelier_keys"]
+    if ring.enabled and not caller.admin:
+        raise Forbidden("only an admin key may do this", code="admin_only", field="Authorization")
+    return caller

@@ -1,0 +1,98 @@
+"""API keys over real HTTP: hashed keys from settings, each job owned by its key, admin sees all,
+a per-key limit on queued jobs answered with 429 and Retry-After. The app runs on its own Redis
+database, so its jobs stay queued (no worker consumes them there)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from api.auth import hash_key, new_key
+from tests.support import ApiServer, on_redis_db, settings_from
+
+pytestmark = pytest.mark.e2e
+
+KEYS = {"alice": new_key(), "bob": new_key(), "ops": new_key()}
+TRAIN = {"type": "train", "input": {"family": "cvae", "dataset": "fashion-mnist", "preset": "tiny"}}
+
+
+@pytest.fixture(scope="module")
+def keyed_api(env: dict[str, str]) -> Iterator[str]:
+    entries = [{"name": "alice", "sha256": hash_key(KEYS["alice"]), "max_queued": 2},
+               {"name": "bob", "sha256": hash_key(KEYS["bob"])},
+               {"name": "ops", "sha256": hash_key(KEYS["ops"]), "admin": True}]
+    server = ApiServer(settings_from(on_redis_db(env, 5, ATELIER_API_KEYS=json.dumps(entries),
+                                                 ATELIER_QUEUE_LIMIT_RETRY_AFTER_SECONDS="17"))).start()
+    yield server.url
+    server.stop()
+
+
+def call(base: str, method: str, path: str, who: str | None = None, headers: dict | None = None,
+         **kwargs: object) -> requests.Response:
+    auth = {"Authorization": f"Bearer {KEYS[who]}"} if who else {}
+    return requests.request(method, base + path, headers={**auth, **(headers or {})}, timeout=30, **kwargs)
+
+
+def test_every_v1_call_needs_a_known_key(keyed_api: str) -> None:
+    missing = call(keyed_api, "GET", "/v1/jobs")
+    assert missing.status_code == 401
+    assert missing.json()["error"]["code"] == "missing_api_key"
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    wrong = requests.get(keyed_api + "/v1/jobs", headers={"Authorization": "Bearer atl_nope"}, timeout=10)
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+    # X-API-Key works as well as the bearer header; probes and metrics stay open
+    assert requests.get(keyed_api + "/v1/jobs", headers={"X-API-Key": KEYS["bob"]}, timeout=10).status_code == 200
+    for open_path in ("/healthz", "/metrics", "/openapi.json"):
+        assert call(keyed_api, "GET", open_path).status_code == 200, open_path
+
+
+def test_a_key_sees_only_its_own_jobs_and_an_admin_sees_all(keyed_api: str) -> None:
+    job = call(keyed_api, "POST", "/v1/jobs", "bob", json=TRAIN).json()
+    assert job["owner"] == "bob"
+    assert call(keyed_api, "GET", f"/v1/jobs/{job['id']}", "bob").status_code == 200
+    # alice cannot read, cancel or list it: the same 404 as a job that does not exist
+    for method, path in (("GET", f"/v1/jobs/{job['id']}"), ("POST", f"/v1/jobs/{job['id']}/cancel")):
+        response = call(keyed_api, method, path, "alice")
+        assert response.status_code == 404 and response.json()["error"]["field"] == "job_id"
+    assert job["id"] not in [j["id"] for j in call(keyed_api, "GET", "/v1/jobs?limit=200", "alice").json()["jobs"]]
+    # the admin sees everyone's jobs, or one owner's
+    assert call(keyed_api, "GET", f"/v1/jobs/{job['id']}", "ops").status_code == 200
+    everyone = call(keyed_api, "GET", "/v1/jobs?limit=200", "ops").json()["jobs"]
+    assert job["id"] in [j["id"] for j in everyone]
+    bobs = call(keyed_api, "GET", "/v1/jobs?owner=bob&limit=200", "ops").json()["jobs"]
+    assert bobs and {j["owner"] for j in bobs} == {"bob"}
+    refused = call(keyed_api, "GET", "/v1/jobs?owner=bob", "alice")
+    assert refused.status_code == 403 and refused.json()["error"]["field"] == "owner"
+    # only an admin changes which model version everyone gets
+    activate = call(keyed_api, "POST", "/v1/models/cvae/v1/activate", "bob")
+    assert activate.status_code == 403 and activate.json()["error"]["code"] == "admin_only"
+
+
+def test_queued_jobs_per_key_are_limited_with_429_and_retry_after(keyed_api: str) -> None:
+    first = call(keyed_api, "POST", "/v1/jobs", "alice", json=TRAIN, headers={"Idempotency-Key": "a-1"})
+    second = call(keyed_api, "POST", "/v1/jobs", "alice", json=TRAIN)
+    assert first.status_code == second.status_code == 202
+    third = call(keyed_api, "POST", "/v1/jobs", "alice", json=TRAIN)
+    assert third.status_code == 429
+    assert third.headers["Retry-After"] == "17"
+    assert third.json()["error"]["code"] == "too_many_queued_jobs"
+    assert third.json()["error"]["details"] == {"queued": 2, "limit": 2}
+    # a retried submit of an accepted job is still answered; another key is not affected
+    replay = call(keyed_api, "POST", "/v1/jobs", "alice", json=TRAIN, headers={"Idempotency-Key": "a-1"})
+    assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
+    assert call(keyed_api, "POST", "/v1/jobs", "bob", json=TRAIN).status_code == 202
+    # a canceled job frees its place
+    assert call(keyed_api, "POST", f"/v1/jobs/{second.json()['id']}/cancel", "alice").status_code == 200
+    assert call(keyed_api, "POST", "/v1/jobs", "alice", json=TRAIN).status_code == 202
+
+
+def test_bad_key_lists_stop_the_app(env: dict[str, str]) -> None:
+    from api import create_app
+
+    for bad in ("not json", '[{"name": "x", "sha256": "short"}]',
+                json.dumps([{"name": "x", "sha256": hash_key("a")}, {"name": "x", "sha256": hash_key("b")}])):
+        with pytest.raises(ValueError, match="ATELIER_API_KEYS"):
+            create_app(settings_from(on_redis_db(env, 5, ATELIER_API_KEYS=bad)))

@@ -1,0 +1,53 @@
+"""Prometheus /metrics over HTTP, read with the client library's own parser: job counts by type and
+status, queue depth per queue, duration histograms, and the worker's memory."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import Client, WorkerProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def scrape(base: str) -> dict[str, list]:
+    response = requests.get(f"{base}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    return {family.name: family.samples for family in text_string_to_metric_families(response.text)}
+
+
+def value(samples: list, name: str, **labels: str) -> float | None:
+    for sample in samples:
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+            return sample.value
+    return None
+
+
+def test_metrics_follow_jobs_through_their_lifecycle(client: Client, worker: WorkerProcess,
+                                                     trained_model: str) -> None:
+    before = scrape(client.base)
+    done_before = value(before.get("atelier_jobs_finished", []), "atelier_jobs_finished_total",
+                        type="generate_images", status="succeeded") or 0
+    job = client.submit("generate_images", {"conditions": {"class": "Bag"}, "n": 2, "model": trained_model})
+    assert client.wait(job["id"])["status"] == "succeeded"
+    after = scrape(client.base)
+    assert value(after["atelier_jobs_finished"], "atelier_jobs_finished_total", type="generate_images",
+                 status="succeeded") == done_before + 1
+    assert value(after["atelier_jobs_finished"], "atelier_jobs_finished_total", type="train",
+                 status="succeeded") >= 1
+    # queued/running are current counts, never negative
+    assert all(s.value >= 0 for s in after["atelier_jobs"])
+    assert {s.labels["queue"] for s in after["atelier_queue_depth"]} == {"interactive", "training", "batch",
+                                                                         "webhooks"}
+    durations = after["atelier_job_duration_seconds"]
+    count = value(durations, "atelier_job_duration_seconds_count", type="generate_images", status="succeeded")
+    assert count >= 1
+    assert value(durations, "atelier_job_duration_seconds_bucket", type="generate_images", status="succeeded",
+                 le="+Inf") == count
+    assert value(durations, "atelier_job_duration_seconds_sum", type="generate_images", status="succeeded") > 0
+    rss = after["atelier_worker_resident_memory_bytes"]
+    assert rss and all(s.value > 50e6 for s in rss)  # a worker with torch loaded
+    assert any("w1@" in s.labels["worker"] and "interactive" in s.labels["role"] for s in rss)

@@ -1,0 +1,81 @@
+"""Delivering one webhook event: sign, POST, record the attempt on the job, and schedule the next
+attempt with exponential backoff until `ATELIER_WEBHOOK_MAX_ATTEMPTS`.
+
+Delivery is at least once: a receiver deduplicates on `X-Atelier-Delivery` (job id and event).
+Redirects are not followed (a redirect could point inside the network the target check guards).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from shared.errors import ValidationFailed
+from shared.jobs import JobStore, with_presigned_urls
+from shared.queue import DELIVER_WEBHOOK_TASK, WEBHOOKS
+from shared.settings import Settings
+from shared.storage import Storage
+from shared.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, resolve_target, sign
+
+log = logging.getLogger(__name__)
+USER_AGENT = "Atelier-Webhooks/1"
+
+
+def backoff_s(settings: Settings, attempt: int, rng: random.Random | None = None) -> float:
+    """Delay before attempt `attempt + 1`: base × 2^(attempt−1), ±20 % jitter so a receiver that comes
+    back is not hit by every pending delivery at once."""
+    jitter = (rng or random).uniform(0.8, 1.2)
+    return round(settings.webhook_backoff_s * 2 ** (attempt - 1) * jitter, 3)
+
+
+def payload(job_data: dict, event: str) -> bytes:
+    return json.dumps({"event": event, "job": job_data}, separators=(",", ":")).encode()
+
+
+def deliver(settings: Settings, store: JobStore, storage: Storage, celery: Any, job_id: str, event: str,
+            attempt: int) -> dict | None:
+    """One attempt. Returns the recorded attempt (None when the job or its webhook is gone)."""
+    job = store.get(job_id)
+    if job is None or not job.webhook:
+        return None
+    data = job.model_dump(mode="json", exclude={"webhook_deliveries"})
+    if data.get("output"):
+        data["output"] = with_presigned_urls(data["output"], storage.presigned_url)
+    body = payload(data, event)
+    record: dict[str, Any] = {"event": event, "attempt": attempt, "at": datetime.now(UTC).isoformat(), "ok": False}
+    retry = True
+    started = time.monotonic()
+    try:
+        resolve_target(job.webhook, allow_private=settings.webhook_allow_private)
+        if not settings.webhook_secret:
+            raise ValidationFailed("ATELIER_WEBHOOK_SECRET is not set on the worker", code="webhooks_not_configured")
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, EVENT_HEADER: event,
+                   DELIVERY_HEADER: f"{job_id}:{event}",
+                   SIGNATURE_HEADER: sign(settings.webhook_secret, int(time.time()), body)}
+        response = requests.post(job.webhook, data=body, headers=headers, timeout=settings.webhook_timeout_s,
+                                 allow_redirects=False)
+        record["status_code"] = response.status_code
+        record["ok"] = 200 <= response.status_code < 300
+        if not record["ok"]:
+            record["error"] = f"HTTP {response.status_code}"
+    except ValidationFailed as exc:  # the target is refused now: trying again would not help
+        record["error"] = exc.message
+        retry = False
+    except requests.RequestException as exc:
+        record["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    record["duration_ms"] = int((time.monotonic() - started) * 1000)
+    if not record["ok"] and retry and attempt < settings.webhook_max_attempts:
+        delay = backoff_s(settings, attempt)
+        record["next_attempt_in_s"] = delay
+        celery.send_task(DELIVER_WEBHOOK_TASK, args=[job_id, event, attempt + 1], queue=WEBHOOKS, countdown=delay)
+    store.record_webhook_delivery(job_id, record)
+    level = logging.INFO if record["ok"] else logging.WARNING
+    log.log(level, "webhook %s of job %s, attempt %d: %s", event, job_id, attempt,
+            "delivered" if record["ok"] else record.get("error"))
+    return record
