@@ -7,6 +7,7 @@ from flask import Response, jsonify
 from flask_openapi3 import Info, OpenAPI
 
 from api.auth import KeyRing, authenticate
+from api.console.routes import console_bp
 from api.datasets_routes import datasets_bp
 from api.errors import register_error_handlers, validation_error_response
 from api.health_routes import health_bp
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_api(models_bp)
     app.register_api(datasets_bp)
     app.register_blueprint(metrics_bp)
+    app.register_blueprint(console_bp)
 
     @app.get("/openapi.json", doc_ui=False)
     def openapi_document() -> Response:

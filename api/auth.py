@@ -23,8 +23,6 @@ from shared.settings import Settings
 
 COOKIE = "atelier_key"
 BEARER = [{"bearer": []}]  # the OpenAPI security requirement of every /v1 operation
-# Paths anyone may call: probes, metrics, the API description and the console's shell and assets.
-OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/static/", "/login", "/logout")
 
 
 class KeyEntry(BaseModel):
@@ -107,8 +105,8 @@ def authenticate() -> None:
     if caller is not None:
         g.caller = caller
         return
-    if request.path == "/" or request.path.startswith(OPEN_PATHS):
-        g.caller = None
+    if not request.path.startswith("/v1/"):
+        g.caller = None  # probes, metrics, docs; console pages send the caller to sign in
         return
     if key is None:
         raise Unauthorized("this service needs an API key: send `Authorization: Bearer <key>`",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
+import tempfile
+import zipfile
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, jsonify, request, send_file
 from flask_openapi3 import APIBlueprint, Tag
 
 from api.auth import BEARER, current_caller
@@ -15,7 +18,7 @@ from api.errors import error_response
 from api.services import services
 from shared.conditions import resolve_conditions
 from shared.errors import AtelierError, Conflict, NotFound, ValidationFailed
-from shared.jobs import TERMINAL_EVENTS, request_fingerprint, with_presigned_urls
+from shared.jobs import TERMINAL_EVENTS, collect_keys, request_fingerprint, with_presigned_urls
 from shared.queue import JOB_TASKS, time_limit_s
 from shared.schemas import (
     AUGMENT_FAMILIES,
@@ -37,6 +40,7 @@ from shared.schemas import (
     JobList,
     JobPath,
     JobRequest,
+    JobStatus,
     JobType,
     ListJobsQuery,
     ModelVersion,
@@ -301,6 +305,44 @@ def list_jobs(query: ListJobsQuery) -> Response:
     jobs, cursor = services().store.list(owner=owner, status=query.status, job_type=query.type,
                                          limit=query.limit, cursor=query.cursor)
     return jsonify(jobs=[public_job(j) for j in jobs], next_cursor=cursor)
+
+
+ZIP_RESPONSE = {"description": "a zip of the job's outputs and its record (job.json)",
+                "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}
+
+
+@jobs_bp.get("/<job_id>/archive", responses={"200": ZIP_RESPONSE, "409": ErrorResponse})
+def download_archive(path: JobPath) -> Response:
+    """Every output object of a finished job, and its record, as one zip (`<job id>/...` inside)."""
+    job = owned_job(path.job_id)
+    if job.status != JobStatus.SUCCEEDED:
+        raise Conflict(f"job {job.id} is {job.status.value}; only a succeeded job has outputs to download",
+                       code="job_not_succeeded", field="job_id")
+    spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # spills to disk for big models
+    storage, missing = services().storage, []
+    with zipfile.ZipFile(spool, "w") as archive:
+        for key in dict.fromkeys(collect_keys(job.output)):
+            name = archive_name(job.id, key)
+            try:
+                data = storage.get(key)
+            except Exception:  # deleted since the job ended (a model version removed, say)
+                missing.append(key)
+                continue
+            stored = key.endswith((".png", ".jpg", ".pt", ".npz"))  # already compressed
+            archive.writestr(name, data, compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+        record = {**job.model_dump(mode="json", exclude={"webhook_deliveries"}), "missing_objects": missing}
+        archive.writestr(f"{job.id}/job.json", json.dumps(record, indent=2), compress_type=zipfile.ZIP_DEFLATED)
+    spool.seek(0)
+    return send_file(spool, mimetype="application/zip", as_attachment=True, download_name=f"atelier-{job.id}.zip")
+
+
+def archive_name(job_id: str, key: str) -> str:
+    """Where an object goes in the zip: the job's own files relative to it, others by their key; never a
+    path that climbs out of the folder it is unpacked in."""
+    own = f"jobs/{job_id}/"
+    relative = key[len(own):] if key.startswith(own) else key
+    parts = [p for p in relative.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return "/".join([job_id, *parts])
 
 
 @jobs_bp.post("/<job_id>/cancel", responses={"200": Job, "202": Job, "409": ErrorResponse})

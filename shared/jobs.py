@@ -238,6 +238,16 @@ class Claim:
     retry_in_s: float = 0.0
 
 
+def collect_keys(value: Any) -> list[str]:
+    """Every object key in a job output, in the order they appear."""
+    if isinstance(value, dict):
+        own = [value["key"]] if isinstance(value.get("key"), str) else []
+        return own + [k for v in value.values() for k in collect_keys(v)]
+    if isinstance(value, list):
+        return [k for v in value for k in collect_keys(v)]
+    return []
+
+
 def with_presigned_urls(value: Any, sign: Any) -> Any:
     """A copy of a job output where every object `key` comes with a presigned `url` beside it."""
     if isinstance(value, dict):

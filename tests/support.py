@@ -39,7 +39,8 @@ def datasets_dir() -> Path | None:
 
 def stack_env(stack: LocalStack, var_dir: Path, **extra: str) -> dict[str, str]:
     env = {**stack.env, **FAST_RECOVERY, **WEBHOOKS, "ATELIER_VAR": str(var_dir),
-           "ATELIER_ALLOW_DATASET_DOWNLOAD": "false", "ATELIER_DEVICE": "cpu", "ATELIER_BASE_MODELS": str(var_dir / "base-models"), **extra}
+           "ATELIER_ALLOW_DATASET_DOWNLOAD": "false", "ATELIER_DEVICE": "cpu",
+           "ATELIER_BASE_MODELS": str(var_dir / "base-models"), **extra}
     folder = datasets_dir()
     if folder:
         env["ATELIER_DATASETS"] = str(folder)

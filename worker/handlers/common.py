@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from shared.jobs import collect_keys
 from shared.schemas import Job, TrainInput
 from shared.storage import Storage
 from worker.context import WorkerContext
@@ -22,15 +23,6 @@ ShouldStop = Callable[[], bool]
 def scaled(progress: Progress, start: float, end: float) -> Progress:
     """Map a sub-step's 0..1 onto start..end of the whole job."""
     return lambda fraction, message: progress(start + (end - start) * fraction, message)
-
-
-def collect_keys(value: Any) -> list[str]:
-    if isinstance(value, dict):
-        own = [value["key"]] if isinstance(value.get("key"), str) else []
-        return own + [k for v in value.values() for k in collect_keys(v)]
-    if isinstance(value, list):
-        return [k for v in value for k in collect_keys(v)]
-    return []
 
 
 def manifest_key(job_id: str) -> str:

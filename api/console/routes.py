@@ -1,0 +1,88 @@
+"""Console pages: home (submit + recent jobs), a job's page (progress, gallery, downloads), training,
+and signing in with an API key when keys are configured (kept in an HttpOnly, SameSite=Strict
+cookie, so the pages' own calls to /v1 carry it and other sites' pages cannot)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
+
+from api.auth import COOKIE, KeyRing
+from api.jobs_routes import owned_job, public_job
+from api.services import services
+from shared.errors import NotFound
+from shared.schemas import BUILTIN_DATASETS, IMAGE_FAMILIES, Family, Preset
+
+console_bp = Blueprint("console", __name__, template_folder="templates", static_folder="static",
+                       static_url_path="/static/console")
+COOKIE_MAX_AGE_S = 30 * 86400
+
+
+def _keys() -> KeyRing:
+    return current_app.extensions["atelier_keys"]
+
+
+def _signed_in() -> bool:
+    return g.get("caller") is not None
+
+
+@console_bp.context_processor
+def _globals() -> dict[str, Any]:
+    caller = g.get("caller")
+    return {"keys_enabled": _keys().enabled, "caller": caller}
+
+
+@console_bp.get("/")
+def home() -> Response | str:
+    if not _signed_in():
+        return redirect(url_for("console.login"))
+    caller = g.caller
+    jobs, _ = services().store.list(owner=None if caller.admin else caller.owner, limit=25)
+    models = [m for m in services().registry.list(None) if m.family in IMAGE_FAMILIES + ("lm",)]
+    return render_template("home.html", jobs=jobs, image_models=[m for m in models if m.family in IMAGE_FAMILIES],
+                           lm_models=[m for m in models if m.family == "lm"], image_families=IMAGE_FAMILIES)
+
+
+@console_bp.get("/jobs/<job_id>")
+def job_page(job_id: str) -> Response | str:
+    if not _signed_in():
+        return redirect(url_for("console.login"))
+    try:
+        job = owned_job(job_id[:64])
+    except NotFound:
+        return render_template("not_found.html", job_id=job_id), 404
+    return render_template("job.html", job=public_job(job))
+
+
+@console_bp.get("/train")
+def train_page() -> Response | str:
+    if not _signed_in():
+        return redirect(url_for("console.login"))
+    datasets = sorted(set(BUILTIN_DATASETS) | {key.split("/")[1] for key in services().storage.list("datasets/")
+                                               if key.endswith("/meta.json")})
+    return render_template("train.html", families=[f.value for f in Family],
+                           presets=[p.value for p in Preset], datasets=datasets)
+
+
+@console_bp.route("/login", methods=["GET", "POST"])
+def login() -> Response | str:
+    if not _keys().enabled:
+        return redirect(url_for("console.home"))
+    error = None
+    if request.method == "POST":
+        key = (request.form.get("key") or "").strip()
+        if key and _keys().lookup(key):
+            response = redirect(url_for("console.home"))
+            response.set_cookie(COOKIE, key, max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="Strict",
+                                secure=request.is_secure)
+            return response
+        error = "That key is not known. Ask your administrator for a key."
+    return render_template("login.html", error=error), 401 if error else 200
+
+
+@console_bp.post("/logout")
+def logout() -> Response:
+    response = redirect(url_for("console.login"))
+    response.delete_cookie(COOKIE)
+    return response

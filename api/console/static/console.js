@@ -1,0 +1,117 @@
+// Atelier console: submit jobs through the public API and follow a running job. No build step.
+// Forms are read with getAttribute: a form's named fields (here "dataset") shadow its DOM properties.
+"use strict";
+
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    credentials: "same-origin",
+    headers: body ? { "Content-Type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const err = (data && data.error) || { message: response.statusText };
+    throw new Error(err.field ? `${err.field}: ${err.message}` : err.message);
+  }
+  return data;
+}
+
+function value(form, name) {
+  const el = form.elements[name];
+  return el && el.value !== "" ? el.value : null;
+}
+
+const builders = {
+  generate(form) {
+    const what = value(form, "what");
+    const prompt = value(form, "prompt");
+    const seed = value(form, "seed");
+    if (what === "descriptions") {
+      const input = { prompt, n: Number(value(form, "k")) };
+      if (seed !== null) input.seed = Number(seed);
+      return { type: "describe", input };
+    }
+    const input = { prompt, n: Number(value(form, "n")) };
+    const model = value(form, "model");
+    if (model.startsWith("family:")) input.family = model.slice(7); else input.model = model;
+    if (what === "images+descriptions") input.descriptions = Math.min(Number(value(form, "k")), input.n);
+    if (seed !== null) input.seed = Number(seed);
+    return { type: "generate_images", input };
+  },
+  train(form) {
+    const input = { family: value(form, "family"), dataset: value(form, "dataset"), preset: value(form, "preset") };
+    const epochs = value(form, "epochs");
+    if (epochs !== null) input.epochs = Number(epochs);
+    return { type: "train", input };
+  },
+};
+
+function wireForms() {
+  document.querySelectorAll("form[data-submit]").forEach((form) => {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const error = form.querySelector("#form-error");
+      error.hidden = true;
+      const button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      try {
+        const job = await api("POST", "/v1/jobs", builders[form.getAttribute("data-submit")](form));
+        window.location.href = `/jobs/${job.id}`;
+      } catch (e) {
+        error.textContent = e.message;
+        error.hidden = false;
+        button.disabled = false;
+      }
+    });
+  });
+}
+
+const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
+
+async function follow(section) {
+  const id = section.dataset.jobId;
+  let status = section.dataset.status;
+  while (!TERMINAL.has(status)) {
+    let job;
+    try {
+      // the API holds the answer until the job ends or 20 s pass; progress shows between polls
+      job = await api("GET", `/v1/jobs/${id}`);
+    } catch (e) {
+      await new Promise((r) => setTimeout(r, 3000));
+      continue;
+    }
+    document.getElementById("progress-bar").style.width = `${(job.progress.fraction * 100).toFixed(1)}%`;
+    document.getElementById("progress-message").textContent = job.progress.message;
+    const badge = document.getElementById("status");
+    badge.textContent = job.status;
+    badge.className = `status ${job.status}`;
+    if (TERMINAL.has(job.status)) {
+      window.location.reload(); // the server renders the results
+      return;
+    }
+    status = job.status;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+function wireCancel() {
+  const button = document.querySelector("button[data-cancel]");
+  if (!button) return;
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await api("POST", `/v1/jobs/${button.dataset.cancel}/cancel`);
+      button.textContent = "Cancel requested";
+    } catch (e) {
+      button.textContent = e.message;
+    }
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  wireForms();
+  wireCancel();
+  const section = document.getElementById("job");
+  if (section) follow(section);
+});
