@@ -77,7 +77,8 @@ def test_prompt_to_gallery_and_zip(page: object, client: Client, worker: WorkerP
     page.wait_for_selector("#status.succeeded", timeout=120_000)  # the page follows the job and reloads
     images = page.locator(".gallery img")
     assert images.count() == 4
-    page.wait_for_function("[...document.querySelectorAll('.gallery img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("[...document.querySelectorAll('.gallery img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")  # loaded from their presigned URLs
     assert "Dress" in page.locator("table.attrs").inner_text()  # how the prompt was read
     shot(page, "console-job.png")
     with page.expect_download() as download_info:
