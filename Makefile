@@ -6,19 +6,22 @@ DEPS := $(VENV)/.deps-installed
 
 .PHONY: run test test-all lint bench-submit clean
 
-$(DEPS): requirements.txt
+$(DEPS): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(DEPS)
 
 run: $(DEPS)
 	$(BIN)/python -m deploy.local.run
 
 test: $(DEPS)
+	@bash tests/install_browser.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-all: $(DEPS)
+	@bash tests/install_browser.sh
 	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
 
 lint: $(DEPS)

@@ -1,22 +1,21 @@
 """API keys: who is calling, what they may see, and how many jobs they may queue.
 
 Keys are configured as SHA-256 hashes (`ATELIER_API_KEYS` or a mounted file), never in clear. A key
-is a random token, so one unsalted hash is enough to make the stored list useless to a reader. With
+is a random token, so one unsalted hash is enough (shared/api_keys.py). With
 no keys configured every caller is the public owner (development); with keys, every /v1 request
 needs one (`Authorization: Bearer`, `X-API-Key`, or the console's cookie).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
-import secrets
 from dataclasses import dataclass
 
 from flask import current_app, g, request
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from shared.api_keys import hash_key
 from shared.errors import Forbidden, Unauthorized
 from shared.jobs import DEFAULT_OWNER
 from shared.settings import Settings
@@ -37,14 +36,6 @@ class Caller:
     owner: str
     admin: bool
     max_queued: int
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def new_key() -> str:
-    return "atl_" + secrets.token_urlsafe(32)
 
 
 class KeyRing:

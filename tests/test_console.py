@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from api.auth import hash_key, new_key
+from shared.api_keys import hash_key, new_key
 from tests.support import REPO, ApiServer, Client, WorkerProcess, on_redis_db, settings_from
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from api.auth import hash_key, new_key
+from shared.api_keys import hash_key, new_key
 from tests.support import ApiServer, on_redis_db, settings_from
 
 pytestmark = pytest.mark.e2e
