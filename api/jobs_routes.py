@@ -293,7 +293,7 @@ def get_job(path: JobPath) -> Response:
     return response
 
 
-@jobs_bp.get("", responses={"200": JobList})
+@jobs_bp.get("", responses={"200": JobList, "403": ErrorResponse})
 def list_jobs(query: ListJobsQuery) -> Response:
     """Jobs newest first, filtered by status and type; pass `next_cursor` back as `cursor`. A key
     sees its own jobs; an admin key sees everyone's (or one owner's with `owner`)."""
