@@ -90,8 +90,10 @@ def test_prompt_to_gallery_and_zip(page: object, client: Client, worker: WorkerP
         assert all(name.startswith(f"{job_id}/") for name in names)
         assert sum(name.endswith(".png") and "/images/" in name for name in names) == 4
         assert json.loads(zf.read(f"{job_id}/job.json"))["id"] == job_id
-    # the home page lists the job
+    # the home page lists the job; a cursor that is not one is ignored
     page.goto(client.base + "/")
+    assert job_id in page.locator("table.jobs").inner_text()
+    page.goto(client.base + "/?cursor=../../etc")
     assert job_id in page.locator("table.jobs").inner_text()
 
 

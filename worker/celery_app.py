@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import cache
+from importlib import import_module
 
 from celery import Celery, Task
 from celery.signals import celeryd_after_setup, worker_process_init
@@ -22,12 +24,6 @@ from shared.schemas import JobType
 from shared.settings import Settings
 from shared.worker_stats import start_publisher
 from worker.context import WorkerContext
-from worker.handlers.augment import augment
-from worker.handlers.describe import describe
-from worker.handlers.explore import hybrid, traverse
-from worker.handlers.generate import generate_images
-from worker.handlers.import_dataset import import_dataset
-from worker.handlers.train import train
 from worker.reaper import reap_stale_jobs
 from worker.runner import Handler, run_job
 from worker.scheduler import nightly_entry, schedule_nightly_augment
@@ -35,15 +31,24 @@ from worker.webhook_delivery import deliver
 
 log = logging.getLogger(__name__)
 
-HANDLERS: dict[JobType, Handler] = {
-    JobType.TRAIN: train,
-    JobType.GENERATE_IMAGES: generate_images,
-    JobType.IMPORT_DATASET: import_dataset,
-    JobType.HYBRID: hybrid,
-    JobType.TRAVERSE: traverse,
-    JobType.DESCRIBE: describe,
-    JobType.AUGMENT: augment,
+# Handlers by import path, loaded on first use: beat, the webhook notifier and Flower build the same
+# app but never run a job, so they never import torch (about 300 MB a process). A job worker loads
+# the handlers of its queues before its pool forks (see _node_ready), so children share them.
+HANDLERS: dict[JobType, str] = {
+    JobType.TRAIN: "worker.handlers.train:train",
+    JobType.GENERATE_IMAGES: "worker.handlers.generate:generate_images",
+    JobType.IMPORT_DATASET: "worker.handlers.import_dataset:import_dataset",
+    JobType.HYBRID: "worker.handlers.explore:hybrid",
+    JobType.TRAVERSE: "worker.handlers.explore:traverse",
+    JobType.DESCRIBE: "worker.handlers.describe:describe",
+    JobType.AUGMENT: "worker.handlers.augment:augment",
 }
+
+
+@cache
+def handler_for(job_type: JobType) -> Handler:
+    module, _, name = HANDLERS[job_type].partition(":")
+    return getattr(import_module(module), name)
 
 
 def create_worker_app(settings: Settings) -> Celery:
@@ -57,13 +62,12 @@ def create_worker_app(settings: Settings) -> Celery:
 
     def job_task(job_type: JobType) -> None:
         spec = JOB_TASKS[job_type]
-        handler = HANDLERS[job_type]
         limit = time_limit_s(settings, spec.queue)
 
         @app.task(name=spec.name, bind=True, soft_time_limit=limit, time_limit=limit + 60,
                   acks_late=True, reject_on_worker_lost=True)
         def task(self: Task, job_id: str) -> None:
-            run_job(ctx, self, job_id, handler)
+            run_job(ctx, self, job_id, handler_for(job_type))
 
     for job_type in HANDLERS:
         job_task(job_type)
@@ -88,6 +92,9 @@ def create_worker_app(settings: Settings) -> Celery:
         # Runs in the main process before the pool forks: children inherit the node's name and queues.
         node["name"] = sender
         node["queues"] = ",".join(sorted(app.amqp.queues.consume_from or ()))
+        for job_type, spec in JOB_TASKS.items():  # a worker that runs these jobs loads their code once, here
+            if spec.queue in node["queues"].split(","):
+                handler_for(job_type)
 
     @worker_process_init.connect(weak=False)
     def _child_init(**_: object) -> None:

@@ -4,6 +4,7 @@ cookie, so the pages' own calls to /v1 carry it and other sites' pages cannot)."
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
@@ -17,6 +18,7 @@ from shared.schemas import BUILTIN_DATASETS, IMAGE_FAMILIES, Family, Preset
 console_bp = Blueprint("console", __name__, template_folder="templates", static_folder="static",
                        static_url_path="/static/console")
 COOKIE_MAX_AGE_S = 30 * 86400
+_CURSOR = re.compile(r"^[0-9a-f]{1,64}$")
 
 
 def _keys() -> KeyRing:
@@ -38,10 +40,12 @@ def home() -> Response | str:
     if not _signed_in():
         return redirect(url_for("console.login"))
     caller = g.caller
-    jobs, _ = services().store.list(owner=None if caller.admin else caller.owner, limit=25)
-    models = [m for m in services().registry.list(None) if m.family in IMAGE_FAMILIES + ("lm",)]
-    return render_template("home.html", jobs=jobs, image_models=[m for m in models if m.family in IMAGE_FAMILIES],
-                           lm_models=[m for m in models if m.family == "lm"], image_families=IMAGE_FAMILIES)
+    cursor = request.args.get("cursor", "")
+    cursor = cursor if _CURSOR.match(cursor) else None
+    jobs, older = services().store.list(owner=None if caller.admin else caller.owner, limit=25, cursor=cursor)
+    image_models = [m for m in services().registry.list(None) if m.family in IMAGE_FAMILIES]
+    return render_template("home.html", jobs=jobs, older=older, image_models=image_models,
+                           image_families=IMAGE_FAMILIES)
 
 
 @console_bp.get("/jobs/<job_id>")
