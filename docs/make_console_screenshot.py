@@ -1,6 +1,6 @@
 """Screenshot of the console's job page for a prompt, against a running service (docs/console.png).
 
-    PYTHONPATH=. .venv/bin/python -m bench.screenshot_console --url http://127.0.0.1:8000 \
+    PYTHONPATH=. .venv/bin/python docs/make_console_screenshot.py --url http://127.0.0.1:8000 \
         --prompt "black short sleeve jumpsuit" --out docs/console.png
 """
 
