@@ -12,6 +12,7 @@ from api.datasets_routes import datasets_bp
 from api.errors import register_error_handlers, validation_error_response
 from api.health_routes import health_bp
 from api.jobs_routes import jobs_bp
+from api.json_provider import StrictJSONProvider
 from api.metrics import metrics_bp, metrics_registry
 from api.models_routes import models_bp
 from api.services import Services
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         validation_error_callback=validation_error_response,
     )
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json = StrictJSONProvider(app)
     app.json.sort_keys = False
     app.extensions["atelier"] = services or Services.build(settings)
     app.extensions["atelier_keys"] = KeyRing.from_settings(settings)

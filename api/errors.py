@@ -10,7 +10,7 @@ from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from shared.errors import AtelierError, RateLimited, Unauthorized
+from shared.errors import AtelierError, RateLimited, TransientError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,13 @@ def register_error_handlers(app: Flask) -> None:
         log.error("redis unavailable: %s", exc)
         response = error_response(503, "unavailable", "the job store is unavailable; retry shortly")
         response.headers["Retry-After"] = "5"
+        return response
+
+    @app.errorhandler(TransientError)
+    def _storage_down(exc: TransientError) -> Response:
+        log.error("dependency unavailable: %s", exc)
+        response = error_response(503, "unavailable", "object storage is unavailable; retry shortly")
+        response.headers["Retry-After"] = "10"
         return response
 
     @app.errorhandler(Exception)

@@ -13,6 +13,8 @@ from shared.registry import ModelRegistry
 from shared.settings import Settings
 from shared.storage import Storage
 
+API_S3_DEADLINE_S = 3.0
+
 
 @dataclass
 class Services:
@@ -27,7 +29,9 @@ class Services:
         store = JobStore.from_url(settings.redis_url, ttl_s=settings.job_ttl_s,
                                   idempotency_ttl_s=settings.idempotency_ttl_s)
         return cls(settings=settings, store=store, registry=ModelRegistry(store.redis),
-                   storage=Storage(settings), celery=make_celery(settings, name="atelier-api"))
+                   # a request must not hang through an outage: 503 within seconds
+                   storage=Storage(settings, retry_deadline_s=min(settings.s3_retry_deadline_s, API_S3_DEADLINE_S)),
+                   celery=make_celery(settings, name="atelier-api"))
 
 
 def services() -> Services:

@@ -80,4 +80,5 @@ class JobCanceled(Exception):
 
 
 class TransientError(Exception):
-    """A dependency (S3, Redis) is briefly unavailable; the task retries with backoff."""
+    """A dependency (S3, Redis) stayed unavailable past the caller's retry deadline: a job fails with
+    `dependency_unavailable`, an API request is answered 503 with Retry-After."""

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
         None, validation_alias=_env("S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
     )
     s3_create_bucket: bool = Field(True, validation_alias=_env("S3_CREATE_BUCKET"))
+    s3_retry_deadline_s: float = Field(
+        300.0, ge=0, validation_alias=_env("ATELIER_S3_RETRY_DEADLINE_SECONDS"),
+        description="how long a worker's storage call rides out an unavailable store before the job fails")
     presign_expiry_s: int = Field(3600, ge=60, le=7 * 86400, validation_alias=_env("PRESIGN_EXPIRY_SECONDS"))
 
     # --- API ----------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -11,14 +13,16 @@ from typing import Any, BinaryIO
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import TransientError
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_RETRIES = Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"},
+# botocore retries a failed call a couple of times within a second or two; an outage longer than that
+# is ridden out by Storage._call, with backoff, until its deadline.
+_RETRIES = Config(retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"},
                   connect_timeout=5, read_timeout=60, max_pool_connections=32, signature_version="s3v4",
                   # A CRC32 trailer on every put cost ~20 % of a small upload's time here (measured);
                   # compute checksums only where an S3 API requires them.
@@ -32,10 +36,27 @@ class PutItem:
     content_type: str = "application/octet-stream"
 
 
-class Storage:
-    """A bucket. Thread-safe (boto3 clients are); create one per process, after any fork."""
+_UNAVAILABLE_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
+                      "RequestTimeout"}
 
-    def __init__(self, settings: Settings) -> None:
+
+def _unavailable(exc: BaseException) -> bool:
+    """The store could not answer (down, restarting, overloaded), as opposed to a definite answer
+    such as 404 or 403 that a retry would only repeat."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code")) in _UNAVAILABLE_CODES
+    return isinstance(exc, BotoCoreError)
+
+
+class Storage:
+    """A bucket. Thread-safe (boto3 clients are); create one per process, after any fork.
+
+    Every call rides out an unavailable store (connection refused, 5xx) with exponential backoff until
+    `retry_deadline_s` has passed since it began, then raises TransientError: workers wait out an
+    outage of minutes (`ATELIER_S3_RETRY_DEADLINE_SECONDS`), the API answers 503 within seconds."""
+
+    def __init__(self, settings: Settings, retry_deadline_s: float | None = None) -> None:
+        self.retry_deadline_s = settings.s3_retry_deadline_s if retry_deadline_s is None else retry_deadline_s
         self.bucket = settings.s3_bucket
         self.presign_expiry_s = settings.presign_expiry_s
         self.upload_concurrency = settings.upload_concurrency
@@ -52,11 +73,26 @@ class Storage:
         self._presigner = (self.client if public == settings.s3_endpoint_url
                            else session.client("s3", endpoint_url=public, config=_RETRIES))
 
+    def _call(self, operation: Callable[[], Any], what: str) -> Any:
+        deadline = time.monotonic() + self.retry_deadline_s
+        delay = 0.5
+        while True:
+            try:
+                return operation()
+            except (BotoCoreError, ClientError) as exc:
+                if not _unavailable(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise TransientError(f"object storage unavailable ({what}): {exc}") from exc
+                log.warning("object storage unavailable (%s): %s; retrying in %.1f s", what, exc, delay)
+                time.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 8.0)
+
     def ensure_bucket(self) -> None:
         if self._bucket_checked:
             return
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            self._call(lambda: self.client.head_bucket(Bucket=self.bucket), "head bucket")
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code not in {"404", "NoSuchBucket", "NotFound"} or not self._create_bucket:
@@ -75,14 +111,18 @@ class Storage:
         self.ensure_bucket()
         if callable(body):
             body = body()
-        with _transient():
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type),
+                   f"put {key}")
 
     def put_file(self, key: str, fileobj: BinaryIO, content_type: str = "application/octet-stream") -> None:
         """Stream a large file (uploads) in multipart chunks instead of holding it in memory."""
         self.ensure_bucket()
-        with _transient():
+
+        def upload() -> None:
+            fileobj.seek(0)  # a retry starts the upload over
             self.client.upload_fileobj(fileobj, self.bucket, key, ExtraArgs={"ContentType": content_type})
+
+        self._call(upload, f"upload {key}")
 
     def put_json(self, key: str, value: Any) -> None:
         self.put(key, json.dumps(value, indent=2, sort_keys=True, default=str).encode(), "application/json")
@@ -99,16 +139,14 @@ class Storage:
                 future.result()
 
     def get(self, key: str) -> bytes:
-        with _transient():
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(), f"get {key}")
 
     def get_json(self, key: str) -> Any:
         return json.loads(self.get(key))
 
     def exists(self, key: str) -> bool:
         try:
-            with _transient():
-                self.client.head_object(Bucket=self.bucket, Key=key)
+            self._call(lambda: self.client.head_object(Bucket=self.bucket, Key=key), f"head {key}")
             return True
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
@@ -117,21 +155,26 @@ class Storage:
 
     def list(self, prefix: str) -> Iterator[str]:
         self.ensure_bucket()  # a fresh store lists as empty rather than failing
-        paginator = self.client.get_paginator("list_objects_v2")
-        with _transient():
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    yield item["Key"]
+        token: dict[str, str] = {}
+        while True:  # page by page, each page retried on its own, so a retry never repeats keys
+            page = self._call(lambda t=token: self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, **t),
+                              f"list {prefix}")
+            for item in page.get("Contents", []):
+                yield item["Key"]
+            if not page.get("IsTruncated"):
+                return
+            token = {"ContinuationToken": page["NextContinuationToken"]}
 
     def delete(self, key: str) -> None:
-        with _transient():
-            self.client.delete_object(Bucket=self.bucket, Key=key)
+        self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=key), f"delete {key}")
 
     def delete_prefix(self, prefix: str) -> int:
         keys = list(self.list(prefix))
         for start in range(0, len(keys), 1000):
             chunk = [{"Key": k} for k in keys[start:start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+            self._call(lambda c=chunk: self.client.delete_objects(Bucket=self.bucket,
+                                                                  Delete={"Objects": c, "Quiet": True}),
+                       f"delete {prefix}")
         return len(keys)
 
     def presigned_url(self, key: str, expiry_s: int | None = None) -> str:
@@ -141,16 +184,3 @@ class Storage:
 
     def ping(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)
-
-
-class _transient:
-    """Turn connection-level failures into TransientError so tasks retry instead of failing."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
-        if exc is not None and isinstance(exc, EndpointConnectionError | BotoCoreError) and not isinstance(
-                exc, ClientError):
-            raise TransientError(f"object storage unavailable: {exc}") from exc
-        return False

@@ -130,3 +130,56 @@ def test_whole_worker_killed_is_recovered_by_the_reaper(fault_client: Client, st
     done = fault_client.wait(job["id"], timeout=180)
     assert done["status"] == "succeeded", (done, replacement.tail())
     assert done["attempts"] == 2 and time.monotonic() - started < 150
+
+
+def test_repeated_kills_mid_generate_leave_nothing_stuck_or_doubled(fault_client: Client, start_worker,
+                                                                   fault_env: dict) -> None:
+    worker = start_worker("kill-generate")
+    trained = fault_client.wait(fault_client.submit("train", {**LONG_TRAIN, "epochs": 1, "max_train_examples": 500,
+                                                              "promote": "never"})["id"], timeout=180)
+    assert trained["status"] == "succeeded", worker.tail()
+    jobs = [fault_client.submit("generate_images", {"conditions": {"class": "Dress"}, "n": 64, "seed": i,
+                                                    "model": trained["output"]["model"]}) for i in range(12)]
+    def statuses() -> list[str]:
+        return [fault_client.get(j["id"])["status"] for j in jobs]
+
+    kills = 0
+    while kills < 6:  # kill whichever job is running, six times over
+        deadline = time.monotonic() + 60
+        while "running" not in (now := statuses()) and time.monotonic() < deadline:
+            if all(s in ("succeeded", "failed") for s in now):
+                break
+            time.sleep(0.2)
+        if "running" not in now:
+            break
+        worker.kill_child()
+        kills += 1
+        time.sleep(1.5)
+    assert kills >= 3
+    storage = Storage(settings_from({k: v for k, v in fault_env.items() if not k.startswith("_")}))
+    for job in jobs:
+        done = fault_client.wait(job["id"], timeout=240)
+        assert done["status"] in ("succeeded", "failed"), (done, worker.tail())  # never stuck
+        if done["status"] == "failed":
+            assert done["error"]["code"] == "worker_lost" and done["attempts"] == 3
+            assert not storage.exists(f"jobs/{job['id']}/manifest.json")
+            continue
+        keys = sorted(storage.list(f"jobs/{job['id']}/"))  # a rerun rewrote the same keys: no extras
+        images = [k for k in keys if "/images/" in k]
+        assert len(images) == 64 and len(done["output"]["images"]) == 64
+        assert set(storage.get_json(done["output"]["manifest"]["key"])["objects"]) <= set(keys)
+
+
+def test_two_workers_race_for_a_redelivered_job(fault_client: Client, start_worker, fault_env: dict) -> None:
+    first, second = start_worker("racer-a"), start_worker("racer-b")
+    job = fault_client.submit("train", LONG_TRAIN)
+    running_epoch(fault_client, job["id"], attempts=1)
+    for worker in (first, second):  # whichever ran it, its message goes back and both reach for it
+        worker.kill_child()
+    done = fault_client.wait(job["id"], timeout=180)
+    assert done["status"] == "succeeded", (done, first.tail(), second.tail())
+    assert done["attempts"] == 2  # one takeover, not two runs
+    models = fault_client.http.get(f"{fault_client.base}/v1/models", timeout=10).json()["models"]
+    assert [m["ref"] for m in models if m["job_id"] == job["id"]] == [done["model"]]
+    storage = Storage(settings_from({k: v for k, v in fault_env.items() if not k.startswith("_")}))
+    assert not storage.exists(f"jobs/{job['id']}/checkpoint.pt")

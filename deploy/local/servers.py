@@ -204,6 +204,22 @@ class LocalStack:
     def server(self, name: str) -> Server:
         return next(s for s in self.servers if s.name == name)
 
+    def stop_server(self, name: str, *, kill: bool = False) -> None:
+        """Stop one server (SIGTERM, or SIGKILL with `kill`), keeping its data and port (fault tests)."""
+        server = self.server(name)
+        server.kill() if kill else server.stop()
+        self.servers.remove(server)
+
+    def start_server(self, name: str) -> None:
+        """Start a stopped server again on the same port with the same data."""
+        if name == "valkey":
+            self.servers.append(start_valkey(self.root / "redis", self.redis_port))
+        elif name == "seaweedfs":
+            access, secret = s3_credentials(self.root / "s3")
+            self.servers.append(start_seaweedfs(self.root / "s3", self.s3_port, access, secret))
+        else:
+            raise ValueError(f"no server {name!r}")
+
     def stop(self) -> None:
         for server in reversed(self.servers):
             server.stop()
