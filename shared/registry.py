@@ -12,6 +12,7 @@ from shared.errors import Conflict, NotFound
 from shared.schemas import MODEL_REF, ModelVersion
 
 _KEY = "atelier:models:versions:{family}"
+_SEQ = "atelier:models:seq:{family}"  # the last version number handed out (JobStore.model_version_for)
 _ACTIVE = "atelier:models:active"
 _FAMILIES = "atelier:models:families"
 
@@ -26,6 +27,12 @@ elseif ARGV[4] == 'auto' then
   return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
 end
 return 0
+"""
+
+
+# Never hand out a number object storage already holds: raise the counter to at least ARGV[1].
+_RAISE_SEQ = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 """
 
 
@@ -44,6 +51,7 @@ class ModelRegistry:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._register = client.register_script(_REGISTER)
+        self._raise_seq = client.register_script(_RAISE_SEQ)
 
     def register(self, summary: dict[str, Any], *, activate: str = "auto") -> bool:
         """Record a finished version (idempotent on rerun). Returns whether it is now active."""
@@ -96,6 +104,26 @@ class ModelRegistry:
                 if m.dataset == dataset and (vocabulary is None or m.vocabulary == vocabulary)]
         active = next((m for m in same if m.active), None)
         return active or max(same, key=lambda m: m.created_at, default=None)
+
+    def is_empty(self) -> bool:
+        return not self.redis.exists(_FAMILIES)
+
+    def restore(self, storage: Any) -> list[str]:
+        """Rebuild the registry from the versions in object storage (each `model.json` is written last,
+        so it means a complete version) after Redis lost it: versions come back inactive (an operator
+        activates), and each family's counter moves past the highest stored number so a new training
+        run never reuses one. Returns the versions restored."""
+        restored = []
+        for key in storage.list("models/"):
+            if not key.endswith("/model.json"):
+                continue
+            summary = storage.get_json(key)
+            family, version = summary["family"], summary["version"]
+            if self.redis.hget(_KEY.format(family=family), version) is None:
+                self.register(summary, activate="never")
+                restored.append(summary["ref"])
+            self._raise_seq(keys=[_SEQ.format(family=family)], args=[int(version.lstrip("v"))])
+        return restored
 
     def activate(self, family: str, version: str) -> ModelVersion:
         if self.redis.hget(_KEY.format(family=family), version) is None:

@@ -4,6 +4,8 @@
   message after the visibility timeout (hours). A new message lets a live worker take over (the
   claim counts the attempt and gives up with `worker_lost` after the limit).
 - queued jobs whose enqueue was never confirmed: the API died between the record and the send.
+It also dispatches webhook events left in the outbox, and rebuilds the model registry from object
+storage when Redis has lost it.
 A marker key keeps one re-enqueue per job per lease period, so a slow queue is not flooded.
 """
 
@@ -38,4 +40,8 @@ def reap_stale_jobs(ctx: WorkerContext, app: Celery, unsent_after_s: float = 30.
         store.mark_enqueued(job_id)
         requeued.append(job_id)
         log.warning("re-enqueued job %s (%s)", job_id, reason)
-    return {"requeued": requeued, "webhooks_dispatched": dispatch_outbox(store.redis, app)}
+    restored = ctx.registry.restore(ctx.storage) if ctx.registry.is_empty() else []
+    if restored:
+        log.warning("model registry was empty: restored %d versions from object storage (inactive): %s",
+                    len(restored), ", ".join(restored))
+    return {"requeued": requeued, "webhooks_dispatched": dispatch_outbox(store.redis, app), "restored": restored}

@@ -9,7 +9,9 @@ from typing import Any
 
 import torch
 
+from shared.errors import JobFailure
 from shared.jobs import collect_keys
+from shared.registry import model_prefix, parse_ref
 from shared.schemas import Job, TrainInput
 from shared.storage import Storage
 from worker.context import WorkerContext
@@ -23,6 +25,20 @@ ShouldStop = Callable[[], bool]
 def scaled(progress: Progress, start: float, end: float) -> Progress:
     """Map a sub-step's 0..1 onto start..end of the whole job."""
     return lambda fraction, message: progress(start + (end - start) * fraction, message)
+
+
+def claim_model_version(ctx: WorkerContext, job: Job, family: str) -> str:
+    """The version this training job produces (allocated once, the same on every rerun), refused when
+    object storage already holds that version from another job: Redis lost its counter, and writing
+    would overwrite a model. The reaper restores the registry and counters from storage."""
+    ref = ctx.store.model_version_for(job.id, family)
+    fam, version = parse_ref(ref)
+    key = model_prefix(fam, version) + "model.json"
+    if ctx.storage.exists(key) and ctx.storage.get_json(key).get("job_id") != job.id:
+        raise JobFailure(f"{ref} already exists in object storage from another job: the model registry is behind "
+                         "storage (was Redis reset?); it is restored within a reaper interval, submit again",
+                         code="model_version_conflict")
+    return ref
 
 
 def manifest_key(job_id: str) -> str:

@@ -23,6 +23,7 @@ from worker.handlers.common import (
     Progress,
     ShouldStop,
     StorageCheckpoint,
+    claim_model_version,
     publish,
     scaled,
     train_params,
@@ -109,7 +110,7 @@ def train(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldS
     if inp.family.value == "classifier":
         return train_domain_classifier(ctx, job, progress, should_stop, dataset, type_condition(dataset))
     family = IMAGE_FAMILIES[inp.family.value]
-    ref = ctx.store.model_version_for(job.id, inp.family.value)  # stable across reruns
+    ref = claim_model_version(ctx, job, inp.family.value)  # stable across reruns
     family_name, version = parse_ref(ref)
     config, params = build_config(family, inp, dataset)
     device = ctx.device

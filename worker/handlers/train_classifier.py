@@ -24,6 +24,7 @@ from worker.handlers.common import (
     Progress,
     ShouldStop,
     StorageCheckpoint,
+    claim_model_version,
     publish,
     scaled,
     train_params,
@@ -37,7 +38,7 @@ from worker.training.classifier_trainer import per_class_accuracy, train_classif
 def train_domain_classifier(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop,
                             dataset: ImageDataset, type_condition: str) -> dict:
     inp = TrainInput(**job.input)
-    ref = ctx.store.model_version_for(job.id, "classifier")
+    ref = claim_model_version(ctx, job, "classifier")
     family, version = parse_ref(ref)
     preset = classifier.PRESETS[inp.preset.value]
     config = replace(classifier.ClassifierConfig(image_size=dataset.image_size, channels=dataset.channels,

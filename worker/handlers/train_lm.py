@@ -25,6 +25,7 @@ from worker.handlers.common import (
     Progress,
     ShouldStop,
     StorageCheckpoint,
+    claim_model_version,
     publish,
     scaled,
     train_params,
@@ -39,7 +40,7 @@ SAMPLE_CONTEXTS = 6
 
 def train_language_model(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop) -> dict:
     inp = TrainInput(**job.input)
-    ref = ctx.store.model_version_for(job.id, "lm")
+    ref = claim_model_version(ctx, job, "lm")
     family, version = parse_ref(ref)
     train, test = load_pairs(inp.dataset, ctx.storage, ctx.settings, scaled(progress, 0.0, 0.03))
     preset = lm.PRESETS[inp.preset.value]
