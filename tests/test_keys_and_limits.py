@@ -54,7 +54,8 @@ def test_a_key_sees_only_its_own_jobs_and_an_admin_sees_all(keyed_api: str) -> N
     assert job["owner"] == "bob"
     assert call(keyed_api, "GET", f"/v1/jobs/{job['id']}", "bob").status_code == 200
     # alice cannot read, cancel or list it: the same 404 as a job that does not exist
-    for method, path in (("GET", f"/v1/jobs/{job['id']}"), ("POST", f"/v1/jobs/{job['id']}/cancel")):
+    for method, path in (("GET", f"/v1/jobs/{job['id']}"), ("POST", f"/v1/jobs/{job['id']}/cancel"),
+                         ("GET", f"/v1/jobs/{job['id']}/archive")):
         response = call(keyed_api, method, path, "alice")
         assert response.status_code == 404 and response.json()["error"]["field"] == "job_id"
     assert job["id"] not in [j["id"] for j in call(keyed_api, "GET", "/v1/jobs?limit=200", "alice").json()["jobs"]]
