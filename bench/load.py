@@ -113,6 +113,9 @@ def sample_memory(base: str, prefix: str, stop: threading.Event, every_s: float,
     while not stop.wait(every_s):
         try:
             out.append((time.monotonic() - t0, worker_memory(base, prefix)))
+            # as it goes, so a long soak's curve survives whatever happens at its end
+            print(f"memory {out[-1][0] / 60:6.1f} min {sum(out[-1][1].values()) / 1e6:8.0f} MB", file=sys.stderr,
+                  flush=True)
         except requests.RequestException:
             pass
 
@@ -148,6 +151,17 @@ def wait_until(check: Callable[[], bool], timeout: float) -> None:
         time.sleep(1)
 
 
+def count_lost(base: str, accepted: list[str]) -> int:
+    """Accepted jobs that did not end (or have no record), read back over one keep-alive connection."""
+    lost = 0
+    with requests.Session() as http:
+        for job_id in accepted:
+            response = http.get(f"{base}/v1/jobs/{job_id}", timeout=30)
+            if response.status_code != 200 or response.json()["status"] not in ("succeeded", "failed", "canceled"):
+                lost += 1
+    return lost
+
+
 def run_phase(base: str, env: dict, count: int, model: str, args: argparse.Namespace, log_dir: Path) -> dict:
     workers = start_workers(env, count, log_dir)
     prefix = f"load{count}-"
@@ -167,9 +181,7 @@ def run_phase(base: str, env: dict, count: int, model: str, args: argparse.Names
     elapsed = time.monotonic() - started
     stop.set()
     stop_all(workers)
-    records = {job_id: requests.get(f"{base}/v1/jobs/{job_id}", timeout=30) for job_id in results.accepted}
-    lost = sum(1 for job_id, r in records.items() if r.status_code != 200 or r.json()["status"] not in (
-        "succeeded", "failed", "canceled"))
+    lost = count_lost(base, results.accepted)
     totals = [sum(sample.values()) / 1e6 for _, sample in memory if sample]
     return {"workers": count, "submitted": results.submitted, "accepted": len(results.accepted),
             "completed": sum(s == "succeeded" for s in results.ended.values()),
