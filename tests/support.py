@@ -110,11 +110,16 @@ class WorkerProcess:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
         return [int(p) for p in out.split()]
 
-    def kill_child(self) -> int:
-        """kill -9 of the pool child that runs the task."""
-        pid = self.children()[0]
-        os.kill(pid, signal.SIGKILL)
-        return pid
+    def kill_child(self, timeout: float = 30) -> int:
+        """kill -9 of the pool child that runs the task (waiting for one: right after a kill the pool is
+        still starting its replacement)."""
+        deadline = time.monotonic() + timeout
+        while not (children := self.children()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the worker has no pool child:\n{self.tail()}")
+            time.sleep(0.1)
+        os.kill(children[0], signal.SIGKILL)
+        return children[0]
 
     def kill_all(self) -> None:
         """kill -9 of the whole worker (main process and children)."""
