@@ -123,8 +123,12 @@ def _summary(meta: dict, model: type[DatasetSummary] = DatasetSummary) -> dict:
 def list_datasets() -> Response:
     """Imported datasets with their sizes and class counts."""
     storage = services().storage
-    names = sorted({key.split("/")[1] for key in storage.list("datasets/") if key.endswith("/meta.json")})
-    return jsonify(datasets=[_summary(storage.get_json(f"datasets/{n}/meta.json")) for n in names])
+    return jsonify(datasets=[_summary(storage.get_json(f"datasets/{n}/meta.json")) for n in imported_names()])
+
+
+def imported_names() -> list[str]:
+    """Datasets that finished importing (meta.json is their last write)."""
+    return sorted({key.split("/")[1] for key in services().storage.list("datasets/") if key.endswith("/meta.json")})
 
 
 @datasets_bp.get("/<name>", responses={"200": DatasetDetail})

@@ -17,8 +17,8 @@ from api.auth import BEARER, current_caller
 from api.errors import error_response
 from api.services import services
 from shared.conditions import resolve_conditions
-from shared.errors import AtelierError, Conflict, NotFound, ValidationFailed
-from shared.jobs import TERMINAL_EVENTS, collect_keys, request_fingerprint, with_presigned_urls
+from shared.errors import AtelierError, Conflict, Forbidden, NotFound, ValidationFailed
+from shared.jobs import TERMINAL_EVENTS, collect_keys, public_view, request_fingerprint
 from shared.queue import JOB_TASKS, time_limit_s
 from shared.schemas import (
     AUGMENT_FAMILIES,
@@ -82,12 +82,7 @@ def wait_seconds() -> float:
 
 
 def public_job(job: Job) -> dict[str, Any]:
-    """The job as users see it: every stored object key in the output gets a presigned URL."""
-    data = job.model_dump(mode="json")
-    if data.get("output"):
-        storage = services().storage
-        data["output"] = with_presigned_urls(data["output"], storage.presigned_url)
-    return data
+    return public_view(job, services().storage.presigned_url)
 
 
 def _job_response(job: Job, status: int) -> Response:
@@ -299,8 +294,7 @@ def list_jobs(query: ListJobsQuery) -> Response:
     sees its own jobs; an admin key sees everyone's (or one owner's with `owner`)."""
     caller = current_caller()
     if query.owner and not caller.admin and query.owner != caller.owner:
-        raise AtelierError("only an admin key may list another key's jobs", code="admin_only", field="owner",
-                           status=403)
+        raise Forbidden("only an admin key may list another key's jobs", code="admin_only", field="owner")
     owner = (query.owner or None) if caller.admin else caller.owner
     jobs, cursor = services().store.list(owner=owner, status=query.status, job_type=query.type,
                                          limit=query.limit, cursor=query.cursor)

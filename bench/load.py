@@ -29,7 +29,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.submit import percentile, start_api
+from bench.submit import percentile, run_threads, start_api
 from deploy.local.servers import LocalStack, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,14 +171,8 @@ def run_phase(base: str, env: dict, count: int, model: str, args: argparse.Names
                                daemon=True)
     sampler.start()
     deadline = time.monotonic() + args.minutes * 60
-    clients = [threading.Thread(target=client_loop, args=(base, model, deadline, results, 1000 * count + i))
-               for i in range(args.clients)]
-    started = time.monotonic()
-    for c in clients:
-        c.start()
-    for c in clients:
-        c.join()
-    elapsed = time.monotonic() - started
+    elapsed = run_threads([threading.Thread(target=client_loop, args=(base, model, deadline, results, 1000 * count + i))
+                           for i in range(args.clients)])
     stop.set()
     stop_all(workers)
     lost = count_lost(base, results.accepted)

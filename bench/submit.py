@@ -33,6 +33,16 @@ from shared.settings import Settings
 BODY = {"type": "train", "input": {"family": "cvae", "dataset": "fashion-mnist", "preset": "tiny"}}
 
 
+def run_threads(threads: list[threading.Thread]) -> float:
+    """Start them all, wait for all; the seconds it took."""
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -98,13 +108,7 @@ def run_send_task(settings: Settings, clients: int, seconds: float) -> dict:
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=loop) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_threads([threading.Thread(target=loop) for _ in range(clients)])
     redis.Redis.from_url(settings.redis_url).delete("bench-raw")
     return {"requests": len(latencies), "accepted": [None] * len(latencies), "errors": 0, "elapsed": elapsed,
             "latencies": latencies}

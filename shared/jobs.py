@@ -14,7 +14,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -258,6 +258,15 @@ def with_presigned_urls(value: Any, sign: Any) -> Any:
     if isinstance(value, list):
         return [with_presigned_urls(v, sign) for v in value]
     return value
+
+
+def public_view(job: Job, sign: Callable[[str], str], exclude: set[str] | None = None) -> dict[str, Any]:
+    """The job as users see it (API answers, webhook payloads): every stored object key in the
+    output gets a presigned URL beside it."""
+    data = job.model_dump(mode="json", exclude=exclude)
+    if data.get("output"):
+        data["output"] = with_presigned_urls(data["output"], sign)
+    return data
 
 
 def _ts(value: str | None) -> datetime | None:

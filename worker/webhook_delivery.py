@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 from shared.errors import ValidationFailed
-from shared.jobs import JobStore, with_presigned_urls
+from shared.jobs import JobStore, public_view
 from shared.queue import DELIVER_WEBHOOK_TASK, WEBHOOKS
 from shared.settings import Settings
 from shared.storage import Storage
@@ -44,10 +44,7 @@ def deliver(settings: Settings, store: JobStore, storage: Storage, celery: Any, 
     job = store.get(job_id)
     if job is None or not job.webhook:
         return None
-    data = job.model_dump(mode="json", exclude={"webhook_deliveries"})
-    if data.get("output"):
-        data["output"] = with_presigned_urls(data["output"], storage.presigned_url)
-    body = payload(data, event)
+    body = payload(public_view(job, storage.presigned_url, exclude={"webhook_deliveries"}), event)
     record: dict[str, Any] = {"event": event, "attempt": attempt, "at": datetime.now(UTC).isoformat(), "ok": False}
     retry = True
     started = time.monotonic()

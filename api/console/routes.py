@@ -5,11 +5,14 @@ cookie, so the pages' own calls to /v1 carry it and other sites' pages cannot)."
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 
 from api.auth import COOKIE, KeyRing
+from api.datasets_routes import imported_names
 from api.jobs_routes import owned_job, public_job
 from api.services import services
 from shared.errors import NotFound
@@ -25,8 +28,16 @@ def _keys() -> KeyRing:
     return current_app.extensions["atelier_keys"]
 
 
-def _signed_in() -> bool:
-    return g.get("caller") is not None
+def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A console page: a visitor without a valid key (when keys are on) is sent to sign in."""
+
+    @wraps(view)
+    def page(*args: Any, **kwargs: Any) -> Any:
+        if g.get("caller") is None:
+            return redirect(url_for("console.login"))
+        return view(*args, **kwargs)
+
+    return page
 
 
 @console_bp.context_processor
@@ -36,9 +47,8 @@ def _globals() -> dict[str, Any]:
 
 
 @console_bp.get("/")
+@signed_in
 def home() -> Response | str:
-    if not _signed_in():
-        return redirect(url_for("console.login"))
     caller = g.caller
     cursor = request.args.get("cursor", "")
     cursor = cursor if _CURSOR.match(cursor) else None
@@ -49,9 +59,8 @@ def home() -> Response | str:
 
 
 @console_bp.get("/jobs/<job_id>")
+@signed_in
 def job_page(job_id: str) -> Response | str:
-    if not _signed_in():
-        return redirect(url_for("console.login"))
     try:
         job = owned_job(job_id[:64])
     except NotFound:
@@ -60,11 +69,9 @@ def job_page(job_id: str) -> Response | str:
 
 
 @console_bp.get("/train")
+@signed_in
 def train_page() -> Response | str:
-    if not _signed_in():
-        return redirect(url_for("console.login"))
-    datasets = sorted(set(BUILTIN_DATASETS) | {key.split("/")[1] for key in services().storage.list("datasets/")
-                                               if key.endswith("/meta.json")})
+    datasets = sorted(set(BUILTIN_DATASETS) | set(imported_names()))
     return render_template("train.html", families=[f.value for f in Family],
                            presets=[p.value for p in Preset], datasets=datasets)
 
