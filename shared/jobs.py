@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from shared.errors import Conflict, RateLimited
 from shared.schemas import TERMINAL_STATUSES, Job, JobStatus, JobType
@@ -316,9 +318,15 @@ class JobStore:
         self._record_delivery = reg(_RECORD_DELIVERY)
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> JobStore:
+    def from_url(cls, url: str, *, retry_s: float = 3.0, **kwargs: Any) -> JobStore:
+        """`retry_s`: how long each call rides out a Redis that refuses connections (a restart) before it
+        raises. Workers wait a minute: a task that raised before claiming its job would be acked and the
+        job left queued with no message. The API waits seconds, then answers 503."""
+        retries = max(1, int(retry_s / 2) + 3)  # backoff 0.1 s doubling to a 2 s cap
         client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5,
-                                      health_check_interval=30, retry_on_timeout=True)
+                                      health_check_interval=30,
+                                      retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries),
+                                      retry_on_error=[redis.ConnectionError, redis.TimeoutError])
         return cls(client, **kwargs)
 
     # --- keys ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from shared.settings import Settings
 from shared.storage import Storage
 
 log = logging.getLogger(__name__)
+WORKER_REDIS_RETRY_S = 60.0  # a Redis restart is ridden out inside the task, never by dropping it
 
 
 def select_device(preference: str) -> Any:
@@ -62,7 +63,7 @@ class WorkerContext:
 
     @cached_property
     def store(self) -> JobStore:
-        return JobStore.from_url(self.settings.redis_url, ttl_s=self.settings.job_ttl_s)
+        return JobStore.from_url(self.settings.redis_url, ttl_s=self.settings.job_ttl_s, retry_s=WORKER_REDIS_RETRY_S)
 
     @cached_property
     def storage(self) -> Storage:
