@@ -1,7 +1,10 @@
 """Prompt-interpreter accuracy on bench/prompts.jsonl: merchandiser prompts (paraphrases,
 abbreviations, typos, word order) with the expected product type and colour, against the
 vocabulary of the demo catalog as `import_dataset` builds it (Apparel, Footwear, Accessories;
-classes with at least 8 images).
+classes with at least 8 images). Then refusals: the share of prompts for things no fashion catalog
+sells (bench/prompts_out_of_catalog.jsonl, the calibration set, and
+bench/prompts_out_of_catalog_holdout.jsonl, written after the thresholds were chosen) that are
+refused as not understood, against the catalog's vocabulary and Fashion-MNIST's.
 
     python -m bench.prompts [--datasets DIR] [--show-misses]
 """
@@ -24,6 +27,12 @@ PROMPT_SETS = {
     # words deliberately outside the lexicon ("timepiece", "ruby"): tests the embedding fallback
     "unlisted": Path(__file__).with_name("prompts_unlisted.jsonl"),
 }
+REFUSAL_SETS = {
+    "out of catalog (calibration)": Path(__file__).with_name("prompts_out_of_catalog.jsonl"),
+    "out of catalog (held out)": Path(__file__).with_name("prompts_out_of_catalog_holdout.jsonl"),
+}
+FASHION_MNIST_TYPES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                       "Ankle boot"]
 
 
 def demo_vocabulary(datasets: Path) -> tuple[list[str], list[str]]:
@@ -59,10 +68,26 @@ def main() -> None:
         row, misses = evaluate(interpreter, vocab, cases)
         print(f"| {name} | {row}")
         all_misses += [(name, *m) for m in misses]
+    fashion_mnist = interpreter.vocabulary(FASHION_MNIST_TYPES, [])
+    print("\n| refusal set | prompts | refused (catalog) | refused (Fashion-MNIST) |")
+    print("|---|---|---|---|")
+    accepted = []
+    for name, path in REFUSAL_SETS.items():
+        cases = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        shares = []
+        for label, vocabulary in (("catalog", vocab), ("fashion-mnist", fashion_mnist)):
+            results = [(case["prompt"], interpreter.interpret(case["prompt"], vocabulary)) for case in cases]
+            shares.append(sum(not r.understood for _, r in results) / len(cases))
+            accepted += [(name, label, prompt, r.type) for prompt, r in results if r.understood]
+        print(f"| {name} | {len(cases)} | {shares[0]:.1%} | {shares[1]:.1%} |")
     if all_misses:
         print("\nmisses (set: prompt: expected -> got):")
         for name, prompt, et, ec, gt, gc in all_misses:
             print(f"- {name}: {prompt!r}: {et} / {ec} -> {gt} / {gc}")
+    if accepted:
+        print("\nout-of-catalog prompts read as products (set, vocabulary: prompt -> type, how, cosine):")
+        for name, label, prompt, match in accepted:
+            print(f"- {name}, {label}: {prompt!r} -> {match.value}, {match.how}, {match.confidence:.3f}")
 
 
 def evaluate(interpreter: PromptInterpreter, vocab: object, cases: list[dict]) -> tuple[str, list[tuple]]:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from bench.prompts import demo_vocabulary
+from tests.support import datasets_dir
 from worker.prompts import PromptInterpreter, Vocabulary, load_encoder, normalize, not_understood, singular
 
 TYPES = ["Tshirts", "Shirts", "Casual Shoes", "Sports Shoes", "Formal Shoes", "Tops", "Dresses", "Jeans",
@@ -79,3 +84,63 @@ def test_normalisation_helpers() -> None:
     assert normalize("Women's T-Shirt/Top") == ["women", "t", "shirt", "top"]
     assert [singular(w) for w in ["dresses", "shoes", "watches", "jeans", "glass"]] == \
            ["dress", "shoe", "watch", "jean", "glass"]
+
+
+FASHION_MNIST = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot"]
+
+
+def _cases(name: str) -> list[dict]:
+    path = Path(__file__).parent.parent / "bench" / f"{name}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def catalog_vocab(interpreter: PromptInterpreter) -> Vocabulary:
+    folder = datasets_dir()
+    if folder is None or not (folder / "fashion-product-images-small" / "styles.csv").exists():
+        pytest.skip("ATELIER_DATASETS/fashion-product-images-small is not available")
+    return interpreter.vocabulary(*demo_vocabulary(folder))
+
+
+@pytest.mark.parametrize("name", ["prompts_out_of_catalog", "prompts_out_of_catalog_holdout"])
+def test_out_of_catalog_prompts_are_refused(interpreter: PromptInterpreter, catalog_vocab: Vocabulary,
+                                            name: str) -> None:
+    """The calibration set and the set written after calibrating: at least 95 % refused against the
+    catalog's vocabulary and Fashion-MNIST's (fails if the thresholds or the head rule regress)."""
+    cases = _cases(name)
+    for vocabulary in (catalog_vocab, interpreter.vocabulary(FASHION_MNIST, [])):
+        read = [c["prompt"] for c in cases if interpreter.interpret(c["prompt"], vocabulary).understood]
+        assert len(read) <= 0.05 * len(cases), read
+
+
+def test_refusing_keeps_the_catalog_prompts(interpreter: PromptInterpreter, catalog_vocab: Vocabulary) -> None:
+    """The same thresholds still read every listed prompt and most unlisted ones."""
+    for name, floor in (("prompts", 1.0), ("prompts_unlisted", 0.85)):
+        cases = _cases(name)
+        right = [c for c in cases if (r := interpreter.interpret(c["prompt"], catalog_vocab)).understood
+                 and r.type.value == c["type"]]
+        assert len(right) >= floor * len(cases), (name, len(right), len(cases))
+
+
+@pytest.mark.parametrize(("prompt", "modifier"), [("flat screen television", "Flats"),
+                                                  ("goldfish in a tank", "Tops")])
+def test_a_type_word_that_modifies_another_noun_is_not_the_product(
+        interpreter: PromptInterpreter, catalog_vocab: Vocabulary, prompt: str, modifier: str) -> None:
+    result = interpreter.interpret(prompt, catalog_vocab)
+    assert not result.understood
+    assert result.type.how == "modifier" and result.closest[0]["value"] == modifier
+
+
+def test_colour_words_are_never_typos_of_product_words(interpreter: PromptInterpreter) -> None:
+    """Fashion-MNIST has no colours: "black" used to be read as a typo of "slacks" (Trouser)."""
+    vocab = interpreter.vocabulary(FASHION_MNIST, [])
+    result = interpreter.interpret("black short sleeve jumpsuit", vocab)
+    assert result.type.matched == "jumpsuit" and result.type.how == "similarity"  # the product word, not "black"
+    for prompt in ("black", "tan", "grey"):
+        result = interpreter.interpret(prompt, vocab)
+        assert result.type is None or result.type.how not in {"spelling", "similarity"} or not result.understood
+    # ...and real words are never typos: "chair" is not "chain", "racket" is not "jacket"
+    catalog_like = interpreter.vocabulary(TYPES + ["Necklace and Chains"], COLOURS)
+    for prompt in ("grey office chair", "tennis racket", "king size bed"):
+        assert not interpreter.interpret(prompt, catalog_like).understood, prompt

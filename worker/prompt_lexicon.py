@@ -101,6 +101,27 @@ COLOUR_ALIASES: dict[str, tuple[str, ...]] = {
     "rose gold": ("Rose",),
 }
 
+# What a fashion catalog never sells, as broad categories: a phrase read by similarity must be
+# closer to a product type than to all of these (by TYPE_MARGIN) unless it is very close to a type.
+OUT_OF_SCOPE = (
+    "furniture", "food", "meal", "fruit", "vegetable", "animal", "pet", "bird", "fish", "vehicle", "car",
+    "electronics", "computer", "appliance", "machine", "tool", "toy", "game", "plant", "flower", "building",
+    "house", "musical instrument", "book", "sports equipment", "kitchenware", "artwork", "person", "place",
+    "weapon", "drink", "medicine", "stationery",
+)
+
+# Every word that names a colour in some vocabulary, so that no pass reads a colour as a typo of
+# a product type (Fashion-MNIST has no colours: "black" must not become "slacks" -> Trouser), and
+# the other way round.
+COLOUR_WORDS = frozenset(w for phrase in COLOUR_ALIASES for w in phrase.split()) | frozenset(
+    w.lower() for values in COLOUR_ALIASES.values() for v in values for w in v.split()) | frozenset("""
+black white red blue green yellow orange purple pink brown grey gray beige cream tan navy maroon olive
+teal gold silver khaki peach lavender mustard magenta burgundy charcoal copper bronze rust mauve nude
+""".split())
+TYPE_WORDS = frozenset(w for phrase in TYPE_ALIASES for w in phrase.split()) | frozenset(
+    w.lower() for values in TYPE_ALIASES.values() for v in values for w in v.replace("/", " ").split())
+COLOUR_WORDS = COLOUR_WORDS - TYPE_WORDS  # "denim" names jeans before it names a blue
+
 # Words that carry no product attribute: dropped instead of reported as unmapped.
 STOPWORDS = frozenset("""
 a an the for with without in on of and or some any me my i we our please want need looking look like
@@ -116,12 +137,25 @@ DETAIL_PHRASES = frozenset({
     "half sleeve", "half sleeves", "full sleeve", "full sleeves", "cap sleeve", "cap sleeves",
     "three quarter sleeve", "sleeveless", "short length", "knee length", "ankle length", "top stitched",
     "high top", "low top", "shirt collar", "polo collar", "dress code", "half sleeved", "full sleeved",
-    "cap sleeved", "shirt style",
+    "cap sleeved", "shirt style", "wide leg", "straight leg", "wide legged", "straight fit", "boot cut",
+    "bootcut", "flared", "high waist", "high waisted", "low rise", "mid rise",
 })
 
 # After one of these words a product type is a detail of the product named before it
 # ("jumpsuit with short sleeves", "dress in a shirt style").
 PREPOSITIONS = frozenset({"with", "without", "in", "featuring", "having", "plus", "under", "over"})
+
+# Where a noun phrase ends: the product is the last noun before the first of these that follows a
+# noun ("goldfish in a tank" asks for a goldfish; "pair of jeans" for jeans).
+HEAD_CUTS = PREPOSITIONS | frozenset({"for", "of", "on", "at", "to", "from", "by", "like", "and", "or"})
+
+# Words that can end a product phrase without being the product: who it is for, sizes, seasons,
+# occasions ("sweater for women", "jumpsuit summer").
+NON_HEAD_WORDS = frozenset("""
+women woman womens men man mens ladies lady girls girl boys boy kids kid child children unisex adult adults
+size sizes xs xl xxl xxxl small medium large plus petite tall summer winter spring autumn fall monsoon
+party office work casual formal everyday daily wedding festive sale
+""".split())
 
 # Garment details a description is checked for: canonical name -> (group, phrases). Within an
 # EXCLUSIVE group the details exclude each other: copy that says "long sleeves" for a short-sleeve
