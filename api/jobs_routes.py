@@ -28,6 +28,7 @@ from shared.schemas import (
     IMAGE_FAMILIES,
     SEED_MAX,
     TEXT_DATASETS,
+    TIME_BUDGET_FAMILIES,
     AugmentInput,
     AugmentJobRequest,
     DescribeJobRequest,
@@ -150,6 +151,10 @@ def _check_submit(req: Any) -> str | None:
         if req.input.base_model and family != "lm":
             raise ValidationFailed(f"base_model is for the lm family; {family} trains from a preset",
                                    code="unsupported_for_family", field="input.base_model")
+        if req.input.max_minutes is not None and family not in TIME_BUDGET_FAMILIES:
+            raise ValidationFailed(f"max_minutes is not supported for {family} yet (only "
+                                   f"{', '.join(TIME_BUDGET_FAMILIES)}); set epochs instead",
+                                   code="unsupported_for_family", field="input.max_minutes")
         is_text = _holds_text(name, "input.dataset")
         if is_text != (family not in IMAGE_DATASET_FAMILIES):
             holds, needs = ("product descriptions", "images") if is_text else ("images", "product descriptions")

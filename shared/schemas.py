@@ -68,6 +68,7 @@ class Family(StrEnum):
 IMAGE_FAMILIES = ("cvae", "cgan")  # generative image models
 IMAGE_DATASET_FAMILIES = (*IMAGE_FAMILIES, "classifier")  # families trained on image datasets
 AUGMENT_FAMILIES = ("cgan", "cvae")  # the augment job's default generator, in order of preference (sharper first)
+TIME_BUDGET_FAMILIES = ("classifier",)  # families whose training honours max_minutes
 ENCODER_FAMILIES = ("cvae",)  # families that can encode a real image (items, class means)
 TEXT_DATASETS = frozenset({"descriptions"})  # built-in datasets of product copy rather than images
 
@@ -131,6 +132,9 @@ class TrainInput(StrictModel):
     batch_size: integer(ge=1, le=4096) | None = None
     learning_rate: number(gt=0, le=1) | None = None
     max_train_examples: integer(ge=1, le=10_000_000) | None = Field(None, description="cap on training examples")
+    max_minutes: number(gt=0, le=10_080) | None = Field(
+        None, description="time budget (classifier): training stops at the end of the step that crosses it, then "
+                          "evaluates and publishes; the learning-rate schedule follows whichever ends first")
     seed: Seed | None = None
     base_model: Annotated[str, StringConstraints(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] | None = (
         Field(None, description="lm: fine-tune this pretrained GPT-2, a directory under ATELIER_BASE_MODELS, "

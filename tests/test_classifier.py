@@ -10,7 +10,16 @@ import torch
 from tests.support import whole_and_resumed
 from worker.datasets.base import ImageSplit
 from worker.models import classifier
-from worker.training.classifier_trainer import augment, evaluate, train_classifier
+from worker.training.classifier_trainer import (
+    Schedule,
+    augment,
+    calibrate,
+    epoch_order,
+    evaluate,
+    expected_calibration_error,
+    fit_temperature,
+    train_classifier,
+)
 from worker.training.common import TrainParams
 
 CPU = torch.device("cpu")
@@ -71,3 +80,61 @@ def test_resume_matches_an_uninterrupted_run() -> None:
                                                          checkpoint=checkpoint))
     assert resumed.resumed_from_epoch == 1
     assert resumed.final["test_loss"] == pytest.approx(whole.final["test_loss"], rel=1e-4)
+
+
+def test_a_smaller_input_size_is_seen_downsampled_and_keeps_the_interface() -> None:
+    config = classifier.ClassifierConfig(image_size=16, channels=3, conditions={"row": 2, "colour": 3}, width=8,
+                                         blocks=1, stages=2, input_size=8, dropout=0.0)
+    train, test = squares(384, 0), squares(128, 1)
+    result = train_classifier(config, params(4), train, test, device=CPU, progress=lambda *_: None,
+                              should_stop=lambda: False)
+    assert result.final["accuracy_colour"] > 0.9 and result.final["top3_colour"] == 1.0, result.final
+    assert result.model.features(torch.rand(2, 3, 16, 16)).shape == (2, config.feature_dim) == (2, 16)
+    assert result.model.resize(torch.rand(2, 3, 16, 16)).shape[-1] == 8
+
+
+def test_temperature_scaling_calibrates_overconfident_logits() -> None:
+    """Logits three times too sharp: the fitted temperature is about 3 and the ECE falls."""
+    gen = torch.Generator().manual_seed(0)
+    true_logits = torch.randn(4000, 5, generator=gen) * 1.5
+    labels = torch.multinomial(true_logits.softmax(-1), 1, generator=gen)[:, 0]
+    sharp = true_logits * 3
+    t = fit_temperature(sharp, labels)
+    assert t == pytest.approx(3.0, rel=0.15)
+    assert expected_calibration_error(sharp, labels, t) < expected_calibration_error(sharp, labels) / 2
+
+
+def test_calibrate_stores_temperatures_that_predict_uses() -> None:
+    train, test = squares(256, 0), squares(128, 1)
+    result = train_classifier(CONFIG, params(2), train, test, device=CPU, progress=lambda *_: None,
+                              should_stop=lambda: False)
+    model, report = calibrate(result.model, test, CPU)
+    assert set(report) == {"row", "colour"} and report["row"]["images_fitted"] == 64
+    assert all(k in report["colour"] for k in ("temperature", "ece_before", "ece_after"))
+    restored = classifier.from_checkpoint(classifier.to_checkpoint(model))
+    assert restored.config.temperatures == model.config.temperatures
+    x = torch.from_numpy(test.images[:4]).permute(0, 3, 1, 2).float() / 255
+    logits = restored(x)["colour"]
+    expected = (logits / model.config.temperatures["colour"]).softmax(-1)
+    assert torch.allclose(classifier.predict(restored, x)["colour"], expected, atol=1e-6)
+
+
+def test_time_budget_stops_at_the_step_that_crosses_it_and_decays_the_rate() -> None:
+    train, test = squares(256, 0), squares(64, 1)
+    budget = TrainParams(epochs=50, batch_size=32, learning_rate=5e-3, seed=2, max_minutes=0.5 / 60)
+    result = train_classifier(CONFIG, budget, train, test, device=CPU, progress=lambda *_: None,
+                              should_stop=lambda: False)
+    assert result.stopped_early and "time budget" in result.stopped_early
+    assert 1 <= len(result.history) < 50 and "accuracy_row" in result.final
+    schedule = Schedule(1.0, total_steps=100, warmup_fraction=0.1, max_minutes=1.0)
+    schedule.elapsed_before = 59.9  # nearly out of time after a few steps: the rate is nearly decayed
+    assert schedule.rate(20) < 0.01 and not Schedule(1.0, 100, 0.1, None).rate(20) < 0.9
+
+
+def test_epoch_order_rebalances_by_a_power_of_the_class_counts() -> None:
+    labels = np.array([0] * 900 + [1] * 100)
+    split = ImageSplit(np.zeros((1000, 1, 1, 1), np.uint8), {"k": labels})
+    share = {p: float((labels[epoch_order(split, np.random.default_rng(0), "k", p)] == 1).mean())
+             for p in (0.0, 0.5, 1.0)}
+    assert share[0.0] == pytest.approx(0.1) and share[0.5] == pytest.approx(0.25, abs=0.04)
+    assert share[1.0] == pytest.approx(0.5, abs=0.05)

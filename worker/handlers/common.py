@@ -88,4 +88,5 @@ def train_params(inp: TrainInput, defaults: dict[str, Any]) -> TrainParams:
                        learning_rate=inp.learning_rate or defaults["learning_rate"],
                        seed=inp.seed if inp.seed is not None else 0,
                        max_train_examples=inp.max_train_examples or defaults.get("max_train_examples"),
-                       max_eval_examples=defaults.get("max_eval_examples"))
+                       max_eval_examples=defaults.get("max_eval_examples"),
+                       max_minutes=inp.max_minutes or defaults.get("max_minutes"))

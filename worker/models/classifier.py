@@ -1,7 +1,12 @@
 """The domain classifier (seed 001): a small ResNet over a dataset's images with one head per
 condition (Fashion-MNIST: `class`; the catalog: product type and colour). Its pooled feature layer
 is the feature extractor for evaluation and nearest-item search, so no Inception weights are ever
-downloaded. The config dataclass travels in every checkpoint.
+downloaded. The config dataclass travels in every checkpoint, with the temperature per head fitted
+on held-out images, so that the probabilities it reports are calibrated.
+
+Images of any size come in; the network sees them at `input_size` (area-downsampled): on two CPU
+cores a 64 px catalog photo at 32 px costs a quarter of the compute, and four stages at 32 px
+reach further than three at 64 px in the same time (measured, docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -19,21 +24,27 @@ class ClassifierConfig:
     image_size: int = 28
     channels: int = 1
     conditions: dict[str, int] = field(default_factory=lambda: {"class": 10})  # head name -> classes
-    width: int = 32  # channels of the first stage; doubled at each of the three stages
+    width: int = 32  # channels of the first stage; doubled at each later stage
     blocks: int = 2  # residual blocks per stage
     dropout: float = 0.2
+    stages: int = 3  # each after the first halves the resolution
+    input_size: int | None = None  # the resolution the network sees; None: the images' own
+    temperatures: dict[str, float] = field(default_factory=dict)  # head -> fitted softmax temperature
 
     @property
     def feature_dim(self) -> int:
-        return self.width * 4
+        return self.width * 2 ** (self.stages - 1)
 
 
+# `train` holds the TrainParams defaults and the classifier's recipe (see classifier_trainer.Recipe).
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"model": {"width": 8, "blocks": 1},
+    "tiny": {"model": {"width": 8, "blocks": 1, "stages": 3, "input_size": 32},
              "train": {"epochs": 1, "batch_size": 64, "learning_rate": 3e-3, "max_train_examples": 512,
                        "max_eval_examples": 256}},
-    "cpu": {"model": {"width": 32, "blocks": 2}, "train": {"epochs": 5, "batch_size": 128, "learning_rate": 2e-3}},
-    "gpu": {"model": {"width": 64, "blocks": 2}, "train": {"epochs": 20, "batch_size": 256, "learning_rate": 2e-3}},
+    "cpu": {"model": {"width": 16, "blocks": 2, "stages": 4, "input_size": 32},
+            "train": {"epochs": 8, "batch_size": 128, "learning_rate": 3e-3, "max_minutes": 27}},
+    "gpu": {"model": {"width": 32, "blocks": 2, "stages": 4, "input_size": 64},
+            "train": {"epochs": 30, "batch_size": 256, "learning_rate": 3e-3}},
 }
 
 
@@ -59,7 +70,8 @@ class Classifier(nn.Module):
         w = config.width
         self.stem = nn.Sequential(nn.Conv2d(config.channels, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
         stages, c_in = [], w
-        for stage, c_out in enumerate((w, 2 * w, 4 * w)):
+        for stage in range(config.stages):
+            c_out = w * 2 ** stage
             for block in range(config.blocks):
                 stages.append(BasicBlock(c_in, c_out, 2 if stage > 0 and block == 0 else 1))
                 c_in = c_out
@@ -67,20 +79,33 @@ class Classifier(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.heads = nn.ModuleDict({name: nn.Linear(config.feature_dim, n) for name, n in config.conditions.items()})
 
+    def resize(self, x: torch.Tensor) -> torch.Tensor:
+        """Images at the resolution the network sees (area downsampling keeps every pixel's colour)."""
+        size = self.config.input_size
+        if size is None or tuple(x.shape[-2:]) == (size, size):
+            return x
+        return F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] >= size else "bilinear")
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] in [0, 1] -> [B, feature_dim]: the pooled last stage."""
-        h = self.stages(self.stem(x * 2 - 1))  # [B, 4w, H/4, W/4]
-        return h.mean(dim=(2, 3))
+        return self.pooled(self.resize(x))
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """[B, C, H, W] in [0, 1] -> logits per head, {name: [B, classes]}."""
-        f = self.dropout(self.features(x))
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Images already at `input_size` -> pooled features (the training loop resizes once)."""
+        return self.stages(self.stem(x * 2 - 1)).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor, *, resized: bool = False) -> dict[str, torch.Tensor]:
+        """[B, C, H, W] in [0, 1] -> raw logits per head, {name: [B, classes]} (no temperature)."""
+        f = self.dropout(self.pooled(x) if resized else self.features(x))
         return {name: head(f) for name, head in self.heads.items()}
+
+    def temperature(self, head: str) -> float:
+        return float(self.config.temperatures.get(head, 1.0))
 
 
 @torch.no_grad()
 def predict(model: Classifier, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Class probabilities per head, {name: [B, classes]}."""
+    """Calibrated class probabilities per head, {name: [B, classes]}."""
     return predict_with_features(model, x)[0]
 
 
@@ -90,7 +115,8 @@ def predict_with_features(model: Classifier, x: torch.Tensor) -> tuple[dict[str,
     nearest-item index compares."""
     model.eval()
     features = model.features(x)
-    return {name: head(features).softmax(dim=-1) for name, head in model.heads.items()}, features  # eval: no dropout
+    return {name: (head(features) / model.temperature(name)).softmax(dim=-1)  # eval: no dropout
+            for name, head in model.heads.items()}, features
 
 
 def to_checkpoint(model: Classifier) -> dict[str, Any]:

@@ -28,6 +28,7 @@ class TrainParams:
     seed: int
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
+    max_minutes: float | None = None  # time budget: training stops at the end of the step that crosses it
 
 
 @dataclass
@@ -35,6 +36,7 @@ class TrainResult:
     model: Any
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
     resumed_from_epoch: int = 0
+    stopped_early: str | None = None  # why training ended before its last epoch (the time budget)
 
     @property
     def final(self) -> dict[str, float]:
