@@ -19,7 +19,9 @@ from api.services import services
 from shared.conditions import resolve_conditions
 from shared.errors import AtelierError, Conflict, Forbidden, NotFound, ValidationFailed
 from shared.jobs import TERMINAL_EVENTS, collect_keys, public_view, request_fingerprint
+from shared.query_images import decode_base64_image
 from shared.queue import JOB_TASKS, time_limit_s
+from shared.registry import feature_index_key
 from shared.schemas import (
     AUGMENT_FAMILIES,
     BUILTIN_DATASETS,
@@ -45,6 +47,8 @@ from shared.schemas import (
     JobType,
     ListJobsQuery,
     ModelVersion,
+    SimilarInput,
+    SimilarJobRequest,
     TrainJobRequest,
     TraverseJobRequest,
     WebhookSpec,
@@ -113,6 +117,24 @@ def _holds_text(name: str, field: str) -> bool:
     return storage.get_json(key).get("format") == "descriptions"
 
 
+def _check_similar(inp: SimilarInput) -> str:
+    """Visual search needs a classifier and its feature index of the dataset; the photo is checked
+    here so a bad one is a 422 naming input.image. The classifier is pinned."""
+    model = services().registry.resolve(inp.classifier, default_family="classifier", field="input.classifier")
+    if model.family != "classifier":
+        raise ValidationFailed(f"{model.ref} is not a classifier; visual search compares classifier features",
+                               code="wrong_model_family", field="input.classifier")
+    dataset = inp.dataset or model.dataset
+    if not services().storage.exists(feature_index_key(dataset, model.ref)):
+        hint = ("its train job builds it" if dataset == model.dataset else
+                f"{model.ref} was trained on {model.dataset}; an augment run on {dataset} builds one")
+        raise ValidationFailed(f"no visual-search index of {dataset} under {model.ref} yet ({hint})",
+                               code="index_not_built", field="input.dataset" if inp.dataset else "input.classifier")
+    if inp.image is not None:
+        decode_base64_image(inp.image, "input.image")
+    return model.ref
+
+
 def _check_augment(inp: AugmentInput) -> str:
     """An augment run needs an image model and a classifier trained on the dataset; the model is pinned."""
     if _holds_text(inp.dataset, "input.dataset"):
@@ -170,6 +192,8 @@ def _check_submit(req: Any) -> str | None:
     inp = req.input
     if isinstance(req, AugmentJobRequest):
         return _check_augment(inp)
+    if isinstance(req, SimilarJobRequest):
+        return _check_similar(inp)
     if isinstance(req, DescribeJobRequest):
         model = services().registry.resolve(inp.model, default_family="lm")
         if model.family != "lm":

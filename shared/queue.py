@@ -32,6 +32,7 @@ JOB_TASKS: dict[JobType, TaskSpec] = {
     JobType.HYBRID: TaskSpec("atelier.hybrid", INTERACTIVE),
     JobType.TRAVERSE: TaskSpec("atelier.traverse", INTERACTIVE),
     JobType.DESCRIBE: TaskSpec("atelier.describe", INTERACTIVE),
+    JobType.SIMILAR: TaskSpec("atelier.similar", INTERACTIVE),
     JobType.IMPORT_DATASET: TaskSpec("atelier.import_dataset", BATCH),
     JobType.AUGMENT: TaskSpec("atelier.augment", BATCH),
 }

@@ -40,6 +40,12 @@ def model_prefix(family: str, version: str) -> str:
     return f"models/{family}/{version}/"
 
 
+def feature_index_key(dataset: str, classifier_ref: str) -> str:
+    """Where a dataset's nearest-item index under one classifier version is kept."""
+    family, version = parse_ref(classifier_ref)
+    return f"indexes/{dataset}/{family}-{version}.npz"
+
+
 def parse_ref(ref: str) -> tuple[str, str]:
     match = MODEL_REF.match(ref)
     if not match:

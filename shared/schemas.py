@@ -56,6 +56,7 @@ class JobType(StrEnum):
     TRAVERSE = "traverse"
     DESCRIBE = "describe"
     AUGMENT = "augment"
+    SIMILAR = "similar"
 
 
 class Family(StrEnum):
@@ -269,6 +270,24 @@ class AugmentInput(StrictModel):
     descriptions: bool = Field(True, description="describe each kept image when a language model is active")
 
 
+class SimilarInput(StrictModel):
+    """Visual search: the catalog items that look most like a catalog item or a photo."""
+
+    model_config = exactly_one_of("item", "image")
+
+    item: ItemId = Field(None, description="a catalog item id of `dataset`")
+    image: Annotated[str, StringConstraints(min_length=8, max_length=6_000_000)] = Field(
+        None, description="a JPEG or PNG, base64 (a data: URL is fine), within the request body limit")
+    dataset: DatasetName | None = Field(None, description="default: the dataset the classifier was trained on")
+    k: integer(ge=1, le=50) = Field(5, description="neighbours to return")
+    classifier: ModelRef | None = Field(None, description="whose features compare the photos; default: the active "
+                                                          "classifier when the job is submitted")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SimilarInput:
+        return require_exactly_one(self, "item", "image")
+
+
 class Endpoint(StrictModel):
     """One end of a hybrid: a class (conditions or a prompt) or a catalog item by id."""
 
@@ -398,11 +417,18 @@ class AugmentJobRequest(StrictModel):
     webhook: Webhook | None = None
 
 
+class SimilarJobRequest(StrictModel):
+    type: Literal["similar"]
+    input: SimilarInput
+    webhook: Webhook | None = None
+
+
 class JobRequest(RootModel):
     """POST /v1/jobs body: the job type selects the input schema."""
 
     root: Annotated[TrainJobRequest | GenerateImagesJobRequest | ImportDatasetJobRequest | HybridJobRequest
-                    | TraverseJobRequest | DescribeJobRequest | AugmentJobRequest, Field(discriminator="type")]
+                    | TraverseJobRequest | DescribeJobRequest | AugmentJobRequest | SimilarJobRequest,
+                    Field(discriminator="type")]
 
 
 INPUT_SCHEMAS: dict[JobType, type[StrictModel]] = {
@@ -413,6 +439,7 @@ INPUT_SCHEMAS: dict[JobType, type[StrictModel]] = {
     JobType.TRAVERSE: TraverseInput,
     JobType.DESCRIBE: DescribeInput,
     JobType.AUGMENT: AugmentInput,
+    JobType.SIMILAR: SimilarInput,
 }
 
 

@@ -82,15 +82,29 @@ def test_resume_matches_an_uninterrupted_run() -> None:
     assert resumed.final["test_loss"] == pytest.approx(whole.final["test_loss"], rel=1e-4)
 
 
-def test_a_smaller_input_size_is_seen_downsampled_and_keeps_the_interface() -> None:
+def test_a_smaller_input_size_and_colour_statistics_keep_the_interface() -> None:
     config = classifier.ClassifierConfig(image_size=16, channels=3, conditions={"row": 2, "colour": 3}, width=8,
-                                         blocks=1, stages=2, input_size=8, dropout=0.0)
+                                         blocks=1, stages=2, input_size=8, dropout=0.0, colour_heads=("colour",))
     train, test = squares(384, 0), squares(128, 1)
     result = train_classifier(config, params(4), train, test, device=CPU, progress=lambda *_: None,
                               should_stop=lambda: False)
     assert result.final["accuracy_colour"] > 0.9 and result.final["top3_colour"] == 1.0, result.final
     assert result.model.features(torch.rand(2, 3, 16, 16)).shape == (2, config.feature_dim) == (2, 16)
     assert result.model.resize(torch.rand(2, 3, 16, 16)).shape[-1] == 8
+    restored = classifier.from_checkpoint(classifier.to_checkpoint(result.model))
+    x = torch.rand(3, 3, 16, 16)
+    assert torch.equal(classifier.predict(restored, x)["colour"], classifier.predict(result.model, x)["colour"])
+
+
+def test_colour_statistics_describe_the_product_pixels_only() -> None:
+    white = torch.ones(1, 3, 8, 8)
+    red = white.clone()
+    red[:, :, 2:6, 2:6] = torch.tensor([0.9, 0.1, 0.1])[:, None, None]
+    stats = classifier.colour_statistics(torch.cat([white, red]))
+    assert stats.shape == (2, classifier.COLOUR_STATS)
+    assert stats[0].abs().sum() == 0  # nothing but background
+    assert stats[1, -1] == pytest.approx(16 / 64) and torch.allclose(stats[1, -4:-1], torch.tensor([0.9, 0.1, 0.1]))
+    assert stats[1, :-4].square().sum() == pytest.approx(1.0)  # the root of a histogram that sums to one
 
 
 def test_temperature_scaling_calibrates_overconfident_logits() -> None:

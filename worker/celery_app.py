@@ -42,6 +42,7 @@ HANDLERS: dict[JobType, str] = {
     JobType.TRAVERSE: "worker.handlers.explore:traverse",
     JobType.DESCRIBE: "worker.handlers.describe:describe",
     JobType.AUGMENT: "worker.handlers.augment:augment",
+    JobType.SIMILAR: "worker.handlers.similar:similar",
 }
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from shared.registry import parse_ref
+from shared.registry import feature_index_key
 from worker.datasets.base import ImageDataset
 from worker.evaluation import BATCH, to_float
 from worker.models.classifier import Classifier, predict_with_features
@@ -30,8 +30,7 @@ PRECISION = 1e-5  # distances below this are float32 rounding: the same image
 
 
 def index_key(dataset: str, classifier_ref: str) -> str:
-    family, version = parse_ref(classifier_ref)
-    return f"indexes/{dataset}/{family}-{version}.npz"
+    return feature_index_key(dataset, classifier_ref)
 
 
 @torch.no_grad()

@@ -43,8 +43,10 @@ def train_domain_classifier(ctx: WorkerContext, job: Job, progress: Progress, sh
     ref = claim_model_version(ctx, job, "classifier")
     family, version = parse_ref(ref)
     preset = classifier.PRESETS[inp.preset.value]
+    colour = (dataset.roles or {}).get("colour")
     config = replace(classifier.ClassifierConfig(image_size=dataset.image_size, channels=dataset.channels,
-                                                 conditions={k: len(v) for k, v in dataset.vocabulary.items()}),
+                                                 conditions={k: len(v) for k, v in dataset.vocabulary.items()},
+                                                 colour_heads=(colour,) if colour and dataset.channels == 3 else ()),
                      **preset["model"])
     defaults = preset["train"]
     params = train_params(inp, defaults)

@@ -30,6 +30,9 @@ class ClassifierConfig:
     stages: int = 3  # each after the first halves the resolution
     input_size: int | None = None  # the resolution the network sees; None: the images' own
     temperatures: dict[str, float] = field(default_factory=dict)  # head -> fitted softmax temperature
+    # Heads that also see the photo's colour statistics (a histogram of the product's pixels): colour
+    # is a property of every pixel, cheap to state exactly and lost in 32 px convolutions.
+    colour_heads: tuple[str, ...] = ()
 
     @property
     def feature_dim(self) -> int:
@@ -46,6 +49,28 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpu": {"model": {"width": 32, "blocks": 2, "stages": 4, "input_size": 64},
             "train": {"epochs": 30, "batch_size": 256, "learning_rate": 3e-3}},
 }
+
+
+HIST_BINS = 4  # per RGB channel
+COLOUR_STATS = HIST_BINS ** 3 + 3 + 1  # joint histogram, mean colour, share of product pixels
+BACKGROUND = 0.9  # a pixel whose darkest channel is above this is background (the catalog shoots on white)
+
+
+def colour_statistics(x: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] in [0, 1] -> [B, COLOUR_STATS]: the square root of the joint RGB histogram of the
+    product's (non-background) pixels, their mean colour, and their share of the image (white
+    products on white leave few)."""
+    if x.shape[1] != 3:
+        raise ValueError("colour statistics need RGB images")
+    x = x.detach().float()
+    b = x.shape[0]
+    mask = (x.min(dim=1).values < BACKGROUND).float().flatten(1)  # [B, HW]
+    q = (x.clamp(0, 0.999) * HIST_BINS).long()
+    index = (q[:, 0] * HIST_BINS + q[:, 1]) * HIST_BINS + q[:, 2]  # [B, H, W]
+    hist = torch.zeros(b, HIST_BINS ** 3, device=x.device).scatter_add_(1, index.flatten(1), mask)
+    count = mask.sum(dim=1, keepdim=True)
+    mean = (x.flatten(2) * mask[:, None]).sum(dim=2) / count.clamp(min=1)
+    return torch.cat([(hist / count.clamp(min=1)).sqrt(), mean, count / mask.shape[1]], dim=1)
 
 
 class BasicBlock(nn.Module):
@@ -77,7 +102,9 @@ class Classifier(nn.Module):
                 c_in = c_out
         self.stages = nn.Sequential(*stages)
         self.dropout = nn.Dropout(config.dropout)
-        self.heads = nn.ModuleDict({name: nn.Linear(config.feature_dim, n) for name, n in config.conditions.items()})
+        self.heads = nn.ModuleDict({
+            name: nn.Linear(config.feature_dim + (COLOUR_STATS if name in config.colour_heads else 0), n)
+            for name, n in config.conditions.items()})
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
         """Images at the resolution the network sees (area downsampling keeps every pixel's colour)."""
@@ -96,8 +123,14 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor, *, resized: bool = False) -> dict[str, torch.Tensor]:
         """[B, C, H, W] in [0, 1] -> raw logits per head, {name: [B, classes]} (no temperature)."""
-        f = self.dropout(self.pooled(x) if resized else self.features(x))
-        return {name: head(f) for name, head in self.heads.items()}
+        x = x if resized else self.resize(x)
+        return self.head_logits(self.dropout(self.pooled(x)), x)
+
+    def head_logits(self, features: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Pooled features (and the resized images, for the colour heads) -> raw logits per head."""
+        stats = colour_statistics(x) if self.config.colour_heads else None
+        return {name: head(torch.cat([features, stats], dim=1) if name in self.config.colour_heads else features)
+                for name, head in self.heads.items()}
 
     def temperature(self, head: str) -> float:
         return float(self.config.temperatures.get(head, 1.0))
@@ -114,9 +147,10 @@ def predict_with_features(model: Classifier, x: torch.Tensor) -> tuple[dict[str,
     """One pass: class probabilities per head and the pooled features [B, feature_dim] that the
     nearest-item index compares."""
     model.eval()
-    features = model.features(x)
-    return {name: (head(features) / model.temperature(name)).softmax(dim=-1)  # eval: no dropout
-            for name, head in model.heads.items()}, features
+    x = model.resize(x)
+    features = model.pooled(x)
+    return {name: (logits / model.temperature(name)).softmax(dim=-1)  # eval: no dropout
+            for name, logits in model.head_logits(features, x).items()}, features
 
 
 def to_checkpoint(model: Classifier) -> dict[str, Any]:
@@ -125,6 +159,8 @@ def to_checkpoint(model: Classifier) -> dict[str, Any]:
 
 
 def from_checkpoint(checkpoint: dict[str, Any]) -> Classifier:
-    model = Classifier(ClassifierConfig(**checkpoint["config"]))
+    config = dict(checkpoint["config"])
+    config["colour_heads"] = tuple(config.get("colour_heads", ()))
+    model = Classifier(ClassifierConfig(**config))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
