@@ -63,9 +63,9 @@ class AtelierClient:
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, path, **kwargs).json()
 
-    def submit(self, body: dict, idempotency_key: str | None = None) -> dict:
+    def submit(self, body: dict, idempotency_key: str | None = None, wait_s: int = 0) -> dict:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self.json("POST", "/v1/jobs", json=body, headers=headers)
+        return self.json("POST", "/v1/jobs", json=body, headers=headers, wait_s=wait_s)
 
     def job(self, job_id: str, wait_s: int = 0) -> dict:
         return self.json("GET", f"/v1/jobs/{job_id}", wait_s=wait_s)

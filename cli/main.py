@@ -1,8 +1,9 @@
-"""The `atelier` command: submit, status, wait, cancel, list, download, models (and keygen, the one
-command that works offline: it makes a key and the hashed entry an operator configures)."""
+"""The `atelier` command: submit, similar, status, wait, cancel, list, download, models (and keygen,
+the one command that works offline: it makes a key and the hashed entry an operator configures)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
@@ -51,7 +52,8 @@ def cli(ctx: click.Context, url: str, key: str | None) -> None:
 
 @cli.command()
 @click.argument("job_type", metavar="TYPE", type=click.Choice(["generate_images", "describe", "train", "hybrid",
-                                                             "traverse", "augment", "import_dataset"]))
+                                                             "traverse", "augment", "import_dataset",
+                                                             "similar"]))
 @click.option("--prompt", "-p", help="free text, e.g. 'black short sleeve jumpsuit'")
 @click.option("-n", "n", type=int, help="how many images / descriptions")
 @click.option("--seed", type=int)
@@ -94,6 +96,39 @@ def submit(client: AtelierClient, job_type: str, prompt: str | None, n: int | No
     _print_job(job, as_json)
     if wait_:
         sys.exit(TERMINAL.get(job["status"], 0))
+
+
+@cli.command()
+@click.option("--item", help="a catalog item id")
+@click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="a JPEG or PNG photo")
+@click.option("-k", "k", type=click.IntRange(1, 50), default=5, show_default=True, help="how many neighbours")
+@click.option("--dataset", help="default: the catalog the classifier was trained on")
+@click.option("--classifier", help="a classifier version (default: the active one)")
+@click.option("--json", "as_json", is_flag=True, help="print the job as JSON")
+@click.pass_obj
+def similar(client: AtelierClient, item: str | None, image: Path | None, k: int, dataset: str | None,
+            classifier: str | None, as_json: bool) -> None:
+    """The catalog items that look most like a catalog item (--item) or a photo (--image)."""
+    if (item is None) == (image is None):
+        raise CliError("give exactly one of --item or --image")
+    job_input: dict[str, Any] = {"k": k}
+    if item is not None:
+        job_input["item"] = item
+    else:
+        job_input["image"] = base64.b64encode(image.read_bytes()).decode()
+    job_input.update({f: v for f, v in (("dataset", dataset), ("classifier", classifier)) if v})
+    job = client.submit({"type": "similar", "input": job_input}, wait_s=30)
+    if job["status"] not in TERMINAL:
+        job = _follow(client, job, 120)
+    if as_json or job["status"] != "succeeded":
+        _print_job(job, as_json)
+        sys.exit(TERMINAL.get(job["status"], 0))
+    out = job["output"]
+    for head, guess in out["predicted"].items():
+        click.echo(f"{head}: {guess['value']} ({guess['confidence']:.0%})")
+    for n in out["neighbours"]:
+        click.echo(f"{n['similarity']:.3f}  {n['id']:<10} {n.get('articleType', ''):<16} "
+                   f"{n.get('baseColour', ''):<12} {n['title']}")
 
 
 @cli.command()

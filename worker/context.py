@@ -60,6 +60,7 @@ class WorkerContext:
         self.vocabularies = LRUCache(32)  # prompt-interpreter tables per model version
         self.training_copies = LRUCache(2)  # description models' training copy, for the copy check
         self.feature_indexes = LRUCache(2)  # nearest real items, per dataset and classifier version
+        self.catalogs = LRUCache(2)  # items by id with their photos, for visual search
 
     @cached_property
     def store(self) -> JobStore:
@@ -124,6 +125,14 @@ class WorkerContext:
 
         return self.datasets.get_or_load(
             name, lambda: load_dataset(name, self.storage, self.settings, progress or (lambda *_: None)))
+
+    def catalog_items(self, dataset: str) -> Any:
+        """A dataset's items by id (photos, conditions) for visual search, built once per process."""
+        from worker.datasets.store import load_meta
+        from worker.handlers.similar import CatalogItems, catalog_stamp
+
+        return self.catalogs.get_or_load(dataset, lambda: CatalogItems(
+            dataset, self.image_dataset(dataset), catalog_stamp(load_meta(dataset, self.storage))))
 
     def feature_index(self, dataset: str, classifier_ref: str, *, build: bool = True,
                       progress: Callable[[float, str], None] | None = None) -> Any:

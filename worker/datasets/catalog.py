@@ -108,13 +108,22 @@ def letterbox(data: bytes, size: int) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
         if img.width * img.height > MAX_IMAGE_PIXELS:
             raise ValueError("image has too many pixels")
-        img = img.convert("RGB")
-        scale = size / max(img.width, img.height)
-        w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
-        img = img.resize((w, h), Image.Resampling.LANCZOS)
-        canvas = Image.new("RGB", (size, size), (255, 255, 255))
-        canvas.paste(img, ((size - w) // 2, (size - h) // 2))
-        return np.asarray(canvas, dtype=np.uint8)
+        return letterbox_image(img, size)
+
+
+def letterbox_image(img: Image.Image, size: int, channels: int = 3) -> np.ndarray:
+    """A decoded photo -> [size, size, channels] uint8, scaled to fit and centred on white (RGB), or
+    inverted onto black for one-channel datasets (Fashion-MNIST draws light garments on black)."""
+    img = img.convert("RGB")
+    scale = size / max(img.width, img.height)
+    w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
+    img = img.resize((w, h), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (size, size), (255, 255, 255))
+    canvas.paste(img, ((size - w) // 2, (size - h) // 2))
+    pixels = np.asarray(canvas, dtype=np.uint8)
+    if channels == 1:
+        return (255 - np.asarray(canvas.convert("L"), dtype=np.uint8))[..., None]
+    return pixels
 
 
 def split_rank(item_id: str) -> float:
