@@ -153,3 +153,50 @@ def test_console_asks_for_a_key_when_keys_are_configured(page: object, env: dict
         assert page.url.endswith("/login")
     finally:
         server.stop()
+
+
+def test_similar_by_photo_then_by_a_neighbour_and_from_a_generated_image(
+        page: object, client: Client, catalog_classifier: dict, catalog_models: dict, catalog_available: Path,
+        storage: object, tmp_path: Path) -> None:
+    from worker.datasets.catalog import DEMO_FOLDER, ImageSource
+
+    item = next(i for i in storage.get_json("datasets/catalog-slice/index.json") if i["type"] == "Dresses")
+    source = ImageSource(catalog_available / DEMO_FOLDER / "images.zip")
+    photo = tmp_path / f"{item['id']}.jpg"
+    photo.write_bytes(source.read(item["id"]))
+    source.close()
+    page.goto(client.base + "/similar")
+    page.set_input_files("#photo", str(photo))
+    page.select_option("#classifier", catalog_classifier["model"])
+    page.fill("#k", "6")
+    submit_and_open_job(page)
+    page.wait_for_selector("#status.succeeded", timeout=120_000)
+    neighbours = page.locator(".neighbour")
+    assert neighbours.count() == 6
+    page.wait_for_function("[...document.querySelectorAll('.neighbour img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    assert "1.00" in neighbours.first.inner_text()  # the catalog photo finds itself first
+    assert page.locator(".predicted[data-head=articleType]").count() == 1
+    shot(page, "console-similar.png")
+    # "Similar" on a neighbour searches by that catalog item at once, with the same classifier
+    page.locator(".neighbour .similar-link").nth(1).click()
+    arrive_at_a_new_job(page)
+    assert "Catalog item" in page.locator("#similar-result").inner_text()
+    # ...and on a generated image: the page sends the image's bytes (fetched same-origin)
+    generated = client.wait(client.submit("generate_images", {
+        "conditions": {"articleType": "Dresses", "baseColour": "Black"}, "n": 2, "seed": 3,
+        "model": catalog_models["cgan"]})["id"], timeout=120)
+    assert generated["status"] == "succeeded" and generated["output"]["classifier"], generated
+    page.goto(f"{client.base}/jobs/{generated['id']}")
+    page.locator(".similar-link").first.click()
+    arrive_at_a_new_job(page)
+    assert page.locator(".neighbour").count() == 8
+
+
+def arrive_at_a_new_job(page: object) -> None:
+    """After a "Similar" link: the similar page submits by itself and goes to the new job's page."""
+    page.wait_for_url("**/similar?**")
+    page.wait_for_function("location.pathname.startsWith('/jobs/') || !document.querySelector('#form-error').hidden",
+                           timeout=30_000)
+    assert "/jobs/" in page.url, page.locator("#form-error").inner_text()
+    page.wait_for_selector("#status.succeeded", timeout=120_000)

@@ -68,6 +68,33 @@ def job_page(job_id: str) -> Response | str:
     return render_template("job.html", job=public_job(job))
 
 
+@console_bp.get("/similar")
+@signed_in
+def similar_page() -> Response | str:
+    """Visual search: upload a photo, or arrive from a catalog item's or a generated image's "Similar"."""
+    classifiers = services().registry.list("classifier")
+    item = request.args.get("item", "")[:100]
+    job_id, index = request.args.get("job", "")[:64], request.args.get("index", "")
+    image = url_for("console.job_image", job_id=job_id, index=int(index)) if job_id and index.isdigit() else None
+    return render_template("similar.html", classifiers=classifiers, item=item, image=image,
+                           chosen=request.args.get("classifier", "")[:40])
+
+
+@console_bp.get("/jobs/<job_id>/images/<int:index>")
+@signed_in
+def job_image(job_id: str, index: int) -> Response | tuple[str, int]:
+    """A generated image, same-origin, so the similar page can send its bytes (the owner's only)."""
+    try:
+        job = owned_job(job_id[:64])
+    except NotFound:
+        return "not found", 404
+    images = (job.output or {}).get("images") or []
+    if index >= len(images) or "key" not in images[index]:
+        return "not found", 404
+    return Response(services().storage.get(images[index]["key"]), mimetype="image/png",
+                    headers={"Cache-Control": "private, max-age=3600"})
+
+
 @console_bp.get("/train")
 @signed_in
 def train_page() -> Response | str:

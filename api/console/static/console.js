@@ -39,6 +39,18 @@ const builders = {
     if (seed !== null) input.seed = Number(seed);
     return { type: "generate_images", input };
   },
+  async similar(form) {
+    const input = { k: Number(value(form, "k")) };
+    const classifier = value(form, "classifier");
+    if (classifier !== null) input.classifier = classifier;
+    const file = form.elements.photo.files[0];
+    const imageUrl = form.getAttribute("data-image-url");
+    if (file) input.image = await toBase64(file);
+    else if (value(form, "item_id") !== null) input.item = value(form, "item_id").trim();  // "item" would be elements.item()
+    else if (imageUrl) input.image = await toBase64(await (await fetch(imageUrl, { credentials: "same-origin" })).blob());
+    else throw new Error("choose a photo or give a catalog item id");
+    return { type: "similar", input };
+  },
   train(form) {
     const input = { family: value(form, "family"), dataset: value(form, "dataset"), preset: value(form, "preset") };
     const epochs = value(form, "epochs");
@@ -46,6 +58,15 @@ const builders = {
     return { type: "train", input };
   },
 };
+
+function toBase64(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).split(",", 2)[1]);
+    reader.onerror = () => reject(new Error("the photo could not be read"));
+    reader.readAsDataURL(blob);
+  });
+}
 
 function wireForms() {
   document.querySelectorAll("form[data-submit]").forEach((form) => {
@@ -56,7 +77,7 @@ function wireForms() {
       const button = form.querySelector("button[type=submit]");
       button.disabled = true;
       try {
-        const job = await api("POST", "/v1/jobs", builders[form.getAttribute("data-submit")](form));
+        const job = await api("POST", "/v1/jobs", await builders[form.getAttribute("data-submit")](form));
         window.location.href = `/jobs/${job.id}`;
       } catch (e) {
         error.textContent = e.message;
@@ -64,6 +85,8 @@ function wireForms() {
         button.disabled = false;
       }
     });
+    // arriving from a "Similar" link: search at once
+    if (form.getAttribute("data-autosubmit") === "1") form.requestSubmit();
   });
 }
 
