@@ -116,6 +116,10 @@ class Settings(BaseSettings):
         0.5, ge=0, le=1, validation_alias=_env("ATELIER_AUGMENT_MIN_CLASS_ADHERENCE"),
         description="classes the generator's evaluation says it draws less faithfully than this are not published")
 
+    judge_min_accuracy: float = Field(
+        0.6, ge=0, le=1, validation_alias=_env("ATELIER_JUDGE_MIN_ACCURACY"),
+        description="an evaluating classifier below this held-out type accuracy gives no FID-based verdict")
+
     # --- logging ------------------------------------------------------------------------------
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
     log_json: bool = Field(False, validation_alias=_env("ATELIER_LOG_JSON"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.test_classifier import CONFIG, draw_squares, params, squares
-from worker.evaluation import ClassifierFeatures, distances, evaluate_generator, to_float
+from worker.evaluation import ClassifierFeatures, blind_judge, distances, evaluate_generator, to_float
 from worker.training.classifier_trainer import train_classifier
 
 CPU = torch.device("cpu")
@@ -47,3 +47,22 @@ def test_adherence_and_fid_of_a_faithful_and_a_careless_sampler(trained: torch.n
     assert bad.adherence["colour"] < 0.5 and bad.per_class["bottom"] < 0.05, bad.public()
     assert good.fid < bad.fid and good.fid < 5 * max(good.floor_fid, 0.05), (good.public(), bad.public())
     assert set(good.public()) >= {"fid", "kid", "floor", "adherence", "per_class_adherence"}
+
+    # the judge's own accuracy on the same real images, and adherence relative to it
+    public = good.public()
+    assert good.real_accuracy["row"] > 0.95 and set(public["relative_per_class_adherence"]) == {"top", "bottom"}
+    assert all(0.9 < v < 1.1 for v in public["relative_per_class_adherence"].values()), public
+
+
+def test_a_blind_judge_gives_no_fid_verdict(trained: torch.nn.Module) -> None:
+    train, test = squares(256, 0), squares(100, 7)
+
+    def sampler(cond: dict[str, int], seeds: list[int]) -> torch.Tensor:
+        return to_float(draw_squares(np.full(len(seeds), cond["row"]), np.full(len(seeds), cond["colour"]),
+                                     np.random.default_rng(seeds)))
+
+    result = evaluate_generator(sampler, trained, train, test, VOCABULARY, "row", max_images=100, seed=1, device=CPU)
+    assert blind_judge(result, 0.99, 0.6) is None
+    assert "below 0.6" in blind_judge(result, 0.3, 0.6)
+    collapsed = type(result)(**{**result.__dict__, "floor_fid": 0.0})
+    assert "degenerate" in blind_judge(collapsed, 0.99, 0.6)

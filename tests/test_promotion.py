@@ -42,3 +42,14 @@ def test_fallbacks_and_what_cannot_be_compared() -> None:
     assert no_metric.mode == "never" and "classifier" in no_metric.reason
     other_data = decide(summary("cvae", "v2", "fashion-mnist", fid=0.1), version("cvae", "v1", fid=3.0), "auto")
     assert other_data.mode == "never" and "not comparable" in other_data.reason
+
+
+def test_a_blind_judge_withholds_fid_and_says_why() -> None:
+    """An evaluation with a judge below the accuracy floor lists no FID: the cvae is compared on its
+    held-out loss and the cgan is not compared at all, each with the reason in promotion.reason."""
+    why = "the judge's held-out type accuracy 0.120 is below 0.6"
+    cvae = decide(summary("cvae", "v2", test_loss=90.0, fid_withheld=why),
+                  version("cvae", "v1", test_loss=95.0, fid=4.0), "auto")
+    assert cvae.mode == "always" and "no FID verdict for cvae@v2" in cvae.reason and "test_loss" in cvae.reason
+    cgan = decide(summary("cgan", "v2", fid_withheld=why), version("cgan", "v1", fid=3.0), "auto")
+    assert cgan.mode == "never" and why in cgan.reason

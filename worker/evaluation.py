@@ -77,12 +77,33 @@ class Evaluation:
     adherence: dict[str, float]  # condition -> share of images classified as requested
     per_class: dict[str, float]  # type -> type adherence
     images: int
+    real_accuracy: dict[str, float]  # condition -> the judge's accuracy on the same held-out real images
+    real_per_class: dict[str, float]  # type -> the judge's recall on those real images
 
     def public(self) -> dict[str, Any]:
+        relative = {k: round(v / self.real_per_class[k], 4) for k, v in self.per_class.items()
+                    if self.real_per_class.get(k)}
         return {"fid": round(self.fid, 3), "kid": round(self.kid, 5), "kid_std": round(self.kid_std, 5),
                 "floor": {"fid": round(self.floor_fid, 3), "kid": round(self.floor_kid, 5)},
                 "adherence": {k: round(v, 4) for k, v in self.adherence.items()},
-                "per_class_adherence": {k: round(v, 4) for k, v in self.per_class.items()}, "images": self.images}
+                "per_class_adherence": {k: round(v, 4) for k, v in self.per_class.items()},
+                "real_accuracy": {k: round(v, 4) for k, v in self.real_accuracy.items()},
+                "real_per_class_accuracy": {k: round(v, 4) for k, v in self.real_per_class.items()},
+                # generated adherence over the judge's accuracy on real photos of the same type: 1.0 means
+                # the images are recognised as often as real ones
+                "relative_per_class_adherence": relative, "images": self.images}
+
+
+def blind_judge(evaluation: Evaluation, judge_accuracy: float | None, min_accuracy: float) -> str | None:
+    """Why this evaluation can give no FID-based verdict, or None when it can: a judge below the
+    accuracy floor sees too little to tell images apart, and a real-vs-real floor of zero means its
+    features do not separate images at all."""
+    if judge_accuracy is not None and judge_accuracy < min_accuracy:
+        return f"the judge's held-out type accuracy {judge_accuracy:.3f} is below {min_accuracy:g}"
+    if not np.isfinite(evaluation.floor_fid) or evaluation.floor_fid < 1e-3:  # finite samples keep a real floor > 0
+        return (f"the real-vs-real floor is degenerate (FID {evaluation.floor_fid:.3g}): the judge's features do "
+                "not tell real images apart")
+    return None
 
 
 def evaluate_generator(sample: Sampler, classifier: Classifier, train: ImageSplit, test: ImageSplit,
@@ -105,14 +126,23 @@ def evaluate_generator(sample: Sampler, classifier: Classifier, train: ImageSpli
     reference = to_float(train.images[np.random.default_rng(seed).permutation(len(train))[:len(test)]])
     floor = distances(features, real, reference, device, seed)
 
-    with torch.no_grad():
-        predicted = {k: [] for k in classifier.heads}
-        for start in range(0, len(fake), BATCH):
-            for k, logits in classifier.eval()(fake[start:start + BATCH].to(device)).items():
-                predicted[k].append(logits.argmax(dim=-1).cpu())
-    hits = {k: (torch.cat(v).numpy() == test.conditions[k]) for k, v in predicted.items()}
+    hits, real_hits = _hits(classifier, fake, test, device), _hits(classifier, real, test, device)
     kinds = test.conditions[type_condition]
-    per_class = {vocabulary[type_condition][t]: float(hits[type_condition][kinds == t].mean())
-                 for t in np.unique(kinds)}
+
+    def per_type(h: dict[str, np.ndarray]) -> dict[str, float]:
+        return {vocabulary[type_condition][t]: float(h[type_condition][kinds == t].mean()) for t in np.unique(kinds)}
+
     return Evaluation(generated["fid"], generated["kid"], generated["kid_std"], floor["fid"], floor["kid"],
-                      {k: float(v.mean()) for k, v in hits.items()}, per_class, len(test))
+                      {k: float(v.mean()) for k, v in hits.items()}, per_type(hits), len(test),
+                      {k: float(v.mean()) for k, v in real_hits.items()}, per_type(real_hits))
+
+
+@torch.no_grad()
+def _hits(classifier: Classifier, images: torch.Tensor, test: ImageSplit,
+          device: torch.device) -> dict[str, np.ndarray]:
+    """Per head, whether each image is classified as the held-out image of the same row is labelled."""
+    predicted: dict[str, list[torch.Tensor]] = {k: [] for k in classifier.heads}
+    for start in range(0, len(images), BATCH):
+        for k, logits in classifier.eval()(images[start:start + BATCH].to(device)).items():
+            predicted[k].append(logits.argmax(dim=-1).cpu())
+    return {k: (torch.cat(v).numpy() == test.conditions[k]) for k, v in predicted.items()}

@@ -35,14 +35,17 @@ def decide(summary: dict[str, Any], active: ModelVersion | None, requested: str)
         return Decision("never", f"the active {active.ref} was trained on {active.dataset}, this version on "
                                  f"{summary['dataset']}: not comparable, so it stays; promote: always switches")
     new, old = summary["metrics"], active.metrics
+    # An evaluation whose judge is blind withholds FID: say so, then compare on what is left.
+    withheld = next((f"no FID verdict for {ref} ({m['fid_withheld']}); " for ref, m in
+                     ((summary["ref"], new), (active.ref, old)) if m.get("fid_withheld")), "")
     for metric, lower in PRIMARY[summary["family"]]:
         if new.get(metric) is None or old.get(metric) is None:
             continue
         better = new[metric] < old[metric] if lower else new[metric] > old[metric]
         verdict = "better: promoted" if better else "not better: the active version stays"
         return Decision("always" if better else "never",
-                        f"{metric} {new[metric]:.4g} vs {old[metric]:.4g} for {active.ref} "
+                        f"{withheld}{metric} {new[metric]:.4g} vs {old[metric]:.4g} for {active.ref} "
                         f"({'lower' if lower else 'higher'} is better): {verdict}")
     names = ", ".join(m for m, _ in PRIMARY[summary["family"]])
-    return Decision("never", f"no {names} on both this version and {active.ref} to compare: the active "
+    return Decision("never", f"{withheld}no {names} on both this version and {active.ref} to compare: the active "
                              "version stays (train a classifier on the dataset to evaluate image models)")

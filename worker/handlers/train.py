@@ -18,7 +18,7 @@ from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.datasets.base import ImageDataset
 from worker.datasets.store import counts_of
-from worker.evaluation import evaluate_generator
+from worker.evaluation import blind_judge, evaluate_generator
 from worker.handlers.common import (
     Progress,
     ShouldStop,
@@ -176,12 +176,21 @@ def evaluate_version(ctx: WorkerContext, family: ImageFamily, model: Any, datase
     result = evaluate_generator(sample, ctx.load_model(judge.ref), dataset.train, dataset.test, dataset.vocabulary,
                                 type_condition(dataset), max_images=EVAL_IMAGES[inp.preset.value], seed=seed,
                                 device=ctx.device)
-    return {"classifier": judge.ref, "sampling": mode, **result.public()}
+    kind = type_condition(dataset)
+    accuracy = judge.metrics.get(f"accuracy_{kind}", judge.metrics.get("accuracy"))
+    blind = blind_judge(result, accuracy, ctx.settings.judge_min_accuracy)
+    return {"classifier": judge.ref, "judge": {"ref": judge.ref, "held_out_accuracy": accuracy,
+                                               "min_accuracy": ctx.settings.judge_min_accuracy},
+            "fid_verdict": blind is None, **({"fid_withheld": blind} if blind else {}),
+            "sampling": mode, **result.public()}
 
 
-def headline(evaluation: dict[str, Any]) -> dict[str, float]:
-    """The evaluation figures listed with the version in GET /v1/models."""
+def headline(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation figures listed with the version in GET /v1/models. FID and KID only when the
+    judge can give a verdict; otherwise why not, so promotion falls back to the family's own metric."""
     if "fid" not in evaluation:
         return {}
-    return {"fid": evaluation["fid"], "kid": evaluation["kid"], "fid_floor": evaluation["floor"]["fid"],
-            **{f"adherence_{k}": v for k, v in evaluation["adherence"].items()}}
+    adherence = {f"adherence_{k}": v for k, v in evaluation["adherence"].items()}
+    if not evaluation.get("fid_verdict", True):
+        return {"fid_withheld": evaluation["fid_withheld"], **adherence}
+    return {"fid": evaluation["fid"], "kid": evaluation["kid"], "fid_floor": evaluation["floor"]["fid"], **adherence}

@@ -204,7 +204,8 @@ def train_classifier(config: ClassifierConfig, params: TrainParams, train: Image
     stops at the end of the step that crosses `params.max_minutes`; the result says so."""
     recipe = recipe or Recipe()
     torch.manual_seed(params.seed)
-    model = Classifier(config).to(device)
+    # channels-last convolutions are about a fifth faster on the CPU (measured); weights are unchanged
+    model = Classifier(config).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.learning_rate, weight_decay=recipe.weight_decay)
     train = train.stratified_head(params.max_train_examples, stratify_by or next(iter(config.conditions)),
                                   params.seed)
@@ -232,7 +233,8 @@ def train_classifier(config: ClassifierConfig, params: TrainParams, train: Image
             for group in optimizer.param_groups:
                 group["lr"] = schedule.rate(done)
             x, cond = to_batch(train, order[step * params.batch_size:(step + 1) * params.batch_size], device)
-            logits = model(augment(model.resize(x), gen), resized=True)
+            x = augment(model.resize(x), gen).contiguous(memory_format=torch.channels_last)
+            logits = model(x, resized=True)
             loss = sum(F.cross_entropy(out, cond[name], weight=weights.get(name),
                                        label_smoothing=recipe.label_smoothing) for name, out in logits.items())
             if not torch.isfinite(loss):
@@ -255,5 +257,5 @@ def train_classifier(config: ClassifierConfig, params: TrainParams, train: Image
         progress(min(1.0, schedule.progress(done + 1)), f"epoch {epoch + 1}/{params.epochs} done, held-out accuracy "
                                                         f"{row['accuracy']:.3f}")
         save_epoch(checkpoint, result, parts)
-    model.eval()
+    model.to(memory_format=torch.contiguous_format).eval()  # as a loaded checkpoint is: the same numbers
     return result
