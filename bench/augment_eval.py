@@ -46,7 +46,7 @@ from worker.feature_index import FeatureIndex, build_index
 from worker.images import to_uint8
 from worker.models import cgan, classifier
 from worker.training.cgan_trainer import train_cgan
-from worker.training.classifier_trainer import inverse_frequency, per_class_accuracy, train_classifier
+from worker.training.classifier_trainer import Recipe, inverse_frequency, per_class_accuracy, train_classifier
 from worker.training.common import TrainParams
 
 CUT = {"Pullover": 0.01, "Sandal": 0.02, "Bag": 0.05}
@@ -162,6 +162,11 @@ def catalog_experiment(args: argparse.Namespace, device: torch.device) -> Experi
     return exp
 
 
+# The recipe these setups were first measured with (plain cross-entropy, fully balanced oversampling),
+# kept so that the setups stay comparable across runs; the service's classifier has its own.
+REFERENCE_RECIPE = Recipe(label_smoothing=0.0, warmup_fraction=0.0, weight_decay=1e-4, balance_power=1.0)
+
+
 def classifier_config(exp: Experiment, width: int) -> classifier.ClassifierConfig:
     return classifier.ClassifierConfig(image_size=exp.dataset.image_size, channels=exp.dataset.channels,
                                        conditions={exp.condition: len(exp.names)}, width=width, blocks=1)
@@ -171,7 +176,8 @@ def fit(exp: Experiment, train: ImageSplit, seed: int, args: argparse.Namespace,
         **options: object) -> classifier.Classifier:
     params = TrainParams(epochs=args.clf_epochs, batch_size=128, learning_rate=2e-3, seed=seed, max_eval_examples=500)
     return train_classifier(classifier_config(exp, args.width), params, train, exp.dataset.test, device=device,
-                            progress=quiet, should_stop=lambda: False, stratify_by=exp.condition, **options).model
+                            progress=quiet, should_stop=lambda: False, stratify_by=exp.condition,
+                            recipe=REFERENCE_RECIPE, **options).model
 
 
 @torch.no_grad()

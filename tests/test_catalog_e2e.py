@@ -229,7 +229,11 @@ def test_train_the_domain_classifier(client: Client, storage: Storage, catalog_c
     out = catalog_classifier
     assert out["model"].startswith("classifier@") and out["metrics"]["epochs"] == 2
     assert out["promotion"] == {"active": False, "reason": "promote: never"}
-    assert {"accuracy_articleType", "accuracy_baseColour", "accuracy"} <= set(out["metrics"])
+    assert {"accuracy_articleType", "accuracy_baseColour", "accuracy", "top3_articleType", "ece_articleType",
+            "balanced_accuracy_articleType", "train_seconds"} <= set(out["metrics"])
+    for head in ("articleType", "baseColour"):  # temperature fitted on half the held-out images, ECE on the rest
+        calibration = out["calibration"][head]
+        assert calibration["temperature"] > 0 and 0 <= calibration["ece_after"] <= 1
     assert 0 <= out["metrics"]["accuracy_articleType"] <= 1
     assert set(out["per_class_accuracy"]["articleType"]) <= set(CATALOG_SLICE["classes"])
     assert Image.open(io.BytesIO(client.download(out["artifacts"]["loss_curve"]["url"]))).format == "PNG"
@@ -256,8 +260,16 @@ def test_train_the_domain_classifier(client: Client, storage: Storage, catalog_c
     assert evaluation["fid"] >= 0 and evaluation["floor"]["fid"] >= 0
     assert set(evaluation["adherence"]) == {"articleType", "baseColour"}
     assert set(evaluation["per_class_adherence"]) <= set(CATALOG_SLICE["classes"])
+    # the evaluation names its judge and the judge's own accuracy; below the floor it withholds FID
+    assert evaluation["judge"]["ref"] == out["model"]
+    assert evaluation["judge"]["held_out_accuracy"] == out["metrics"]["accuracy_articleType"]
+    assert set(evaluation["real_accuracy"]) == {"articleType", "baseColour"}
     listed = client.http.get(f"{client.base}/v1/models?family=cvae", timeout=10).json()["models"]
-    assert next(m for m in listed if m["ref"] == cvae["output"]["model"])["metrics"]["fid"] == evaluation["fid"]
+    metrics = next(m for m in listed if m["ref"] == cvae["output"]["model"])["metrics"]
+    if evaluation["fid_verdict"]:
+        assert metrics["fid"] == evaluation["fid"]
+    else:
+        assert "fid" not in metrics and metrics["fid_withheld"] == evaluation["fid_withheld"]
 
     # and each generated image of a model on that dataset carries the classifier's confidence
     generated = client.wait(client.submit("generate_images", {"prompt": "black jumpsuit", "n": 3, "seed": 4,

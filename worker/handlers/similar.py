@@ -10,6 +10,7 @@ photo finds itself first. The neighbours' photos are written to object storage o
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from worker.images import png_bytes
 from worker.models.classifier import predict_with_features
 
 TOP = 3  # predicted values listed per condition
+SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
 
 
 def similar(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop) -> dict:
@@ -122,8 +124,8 @@ class CatalogItems:
 
 
 def _safe(item: str) -> str:
-    return item if item.replace("-", "").replace("_", "").replace(".", "").isalnum() and ".." not in item else \
-        hashlib.sha256(item.encode()).hexdigest()[:24]
+    """An object-key name for an item id (ids from an uploaded CSV may hold anything)."""
+    return item if SAFE_ID.fullmatch(item) else hashlib.sha256(item.encode()).hexdigest()[:24]
 
 
 def catalog_stamp(meta: dict | None) -> str:
