@@ -21,7 +21,13 @@ import torch
 
 from worker.datasets import catalog
 from worker.models import classifier
-from worker.training.classifier_trainer import Recipe, calibrate, per_class_accuracy, train_classifier
+from worker.training.classifier_trainer import (
+    Recipe,
+    calibrate,
+    held_out_logits,
+    per_class_accuracy,
+    train_classifier,
+)
 from worker.training.common import TrainParams
 
 RARE = 50  # training images: a type below this is "rare"
@@ -43,6 +49,8 @@ def main() -> None:
     parser.add_argument("--balance-power", type=float)
     parser.add_argument("--label-smoothing", type=float)
     parser.add_argument("--no-colour-stats", action="store_true")
+    parser.add_argument("--model", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a model config field (JSON value), e.g. --model stem_stride=2")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -57,7 +65,7 @@ def main() -> None:
     config = replace(classifier.ClassifierConfig(image_size=dataset.image_size, channels=dataset.channels,
                                                  conditions={k: len(v) for k, v in dataset.vocabulary.items()},
                                                  colour_heads=() if args.no_colour_stats else ("baseColour",)),
-                     **preset["model"])
+                     **{**preset["model"], **{k: json.loads(v) for k, v in (m.split("=", 1) for m in args.model)}})
     train = preset["train"]
     params = TrainParams(epochs=args.epochs or train["epochs"], batch_size=train["batch_size"],
                          learning_rate=train["learning_rate"], seed=args.seed,
@@ -68,8 +76,13 @@ def main() -> None:
     print(f"config {asdict(config)}\nparams {asdict(params)}\nrecipe {asdict(recipe)}", flush=True)
 
     started = time.perf_counter()
+
+    def report(fraction: float, message: str) -> None:
+        if "done" in message:
+            print(f"{(time.perf_counter() - started) / 60:.1f} min: {message}", flush=True)
+
     result = train_classifier(config, params, dataset.train, dataset.test, device=torch.device("cpu"),
-                              progress=lambda f, m: None, should_stop=lambda: False,
+                              progress=report, should_stop=lambda: False,
                               stratify_by="articleType", oversample_by="articleType", recipe=recipe)
     train_s = time.perf_counter() - started
     model, calibration = calibrate(result.model, dataset.test, torch.device("cpu"))
@@ -79,6 +92,13 @@ def main() -> None:
                       np.bincount(dataset.train.conditions["articleType"],
                                   minlength=len(dataset.vocabulary["articleType"])).tolist(), strict=True))
     rare = {t: r for t, r in recall["articleType"].items() if counts[t] < RARE}
+    # the balanced reading the augmentation gate uses: logits less the log prior
+    logits = held_out_logits(model, dataset.test, torch.device("cpu"))["articleType"]
+    adjusted = (logits - torch.tensor(model.config.log_priors["articleType"])).argmax(dim=-1).numpy()
+    truth = dataset.test.conditions["articleType"]
+    balanced_recall = {t: float((adjusted[truth == i] == i).mean())
+                       for i, t in enumerate(dataset.vocabulary["articleType"]) if (truth == i).any()}
+    rare_balanced = [balanced_recall[t] for t in rare]
     final = result.final
 
     print("\n| epoch | minutes | type top-1 | type top-3 | colour top-1 | colour top-3 |")
@@ -96,14 +116,18 @@ def main() -> None:
         print(f"| {head} | {final[f'accuracy_{head}']:.1%} | {final[f'top3_{head}']:.1%} | "
               f"{np.mean(list(recall[head].values())):.1%} | {c['temperature']:.2f} | {c['ece_before']:.3f} | "
               f"{c['ece_after']:.3f} |")
-    print(f"\nrare types (< {RARE} training images), held-out recall: mean {np.mean(list(rare.values())):.1%}")
+    print(f"\nbalanced reading (logit-adjusted, the augmentation gate's): top-1 {np.mean(adjusted == truth):.1%}, "
+          f"mean recall {np.mean(list(balanced_recall.values())):.1%}, rare types' mean recall "
+          f"{np.mean(rare_balanced):.1%}")
+    print(f"rare types (< {RARE} training images), held-out recall: mean {np.mean(list(rare.values())):.1%}")
     print(", ".join(f"{t} ({counts[t]}) {r:.0%}" for t, r in sorted(rare.items(), key=lambda kv: counts[kv[0]])))
     worst = sorted(recall["articleType"].items(), key=lambda kv: kv[1])[:10]
     print("lowest recall: " + ", ".join(f"{t} ({counts[t]}) {r:.0%}" for t, r in worst))
     if args.json:
         args.json.write_text(json.dumps({"config": asdict(config), "params": asdict(params), "recipe": asdict(recipe),
                                          "history": result.history, "train_minutes": train_s / 60,
-                                         "calibration": calibration, "recall": recall, "counts": counts}, indent=1))
+                                         "calibration": calibration, "recall": recall, "counts": counts,
+                                         "balanced_recall": balanced_recall}, indent=1))
 
 
 if __name__ == "__main__":

@@ -152,3 +152,20 @@ def test_epoch_order_rebalances_by_a_power_of_the_class_counts() -> None:
              for p in (0.0, 0.5, 1.0)}
     assert share[0.0] == pytest.approx(0.1) and share[0.5] == pytest.approx(0.25, abs=0.04)
     assert share[1.0] == pytest.approx(0.5, abs=0.05)
+
+
+def test_the_balanced_reading_subtracts_the_training_prior() -> None:
+    """Trained on 90 % top squares, the balanced reading raises the rare row's probability by exactly
+    the prior ratio (logit adjustment), and the priors travel in the checkpoint."""
+    rng = np.random.default_rng(0)
+    row, colour = (rng.random(256) < 0.1).astype(np.int64), rng.integers(0, 3, 256)
+    train = ImageSplit(draw_squares(row, colour, rng), {"row": row, "colour": colour.astype(np.int64)})
+    model = train_classifier(CONFIG, params(1), train, squares(64, 1), device=CPU, progress=lambda *_: None,
+                             should_stop=lambda: False).model
+    priors = classifier.from_checkpoint(classifier.to_checkpoint(model)).config.log_priors
+    assert np.exp(priors["row"]).sum() == pytest.approx(1.0, abs=1e-3) and priors["row"][0] > priors["row"][1]
+    x = torch.from_numpy(squares(8, 2).images).permute(0, 3, 1, 2).float() / 255
+    natural = classifier.predict_with_features(model, x)[0]["row"]
+    balanced = classifier.predict_with_features(model, x, balanced=True)[0]["row"]
+    odds = (balanced[:, 1] / balanced[:, 0]) / (natural[:, 1] / natural[:, 0])
+    assert torch.allclose(odds, torch.tensor(float(np.exp(priors["row"][0] - priors["row"][1]))), rtol=1e-3)

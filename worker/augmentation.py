@@ -72,7 +72,9 @@ def judge(images: np.ndarray, target: dict[str, np.ndarray], gate_on: str, class
           index: FeatureIndex, rule: GateRule, device: torch.device) -> Judgement:
     """Classify and place each candidate (uint8 [N, H, W, C]); `target` holds each image's requested
     value per condition, `gate_on` names the condition the confidence gate applies to."""
-    heads, features = predict_with_features(classifier, to_float(images).to(device))
+    # balanced: a candidate of a rare class is judged on how much it looks like the class, not on
+    # how rare the class is in the catalog (a classifier trained on the catalog's mix rarely names it)
+    heads, features = predict_with_features(classifier, to_float(images).to(device), balanced=True)
     confidence = {name: probs.gather(1, torch.as_tensor(target[name], device=device)[:, None])[:, 0].cpu().numpy()
                   for name, probs in heads.items() if name in target}
     distance, rows = index.nearest_train(features.cpu().numpy())

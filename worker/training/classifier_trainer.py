@@ -35,7 +35,7 @@ from worker.training.common import (
 )
 
 log = logging.getLogger(__name__)
-SHIFT = 2  # pixels, at the resolution the network sees
+SHIFT = 1 / 16  # of the image side, at the resolution the network sees (2 px at 32 px)
 ECE_BINS = 15
 
 
@@ -54,12 +54,13 @@ class Recipe:
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flips and shifts of up to SHIFT pixels (edge-padded), per image."""
+    """Random horizontal flips and shifts of up to SHIFT of the side (edge-padded), per image."""
     b, _, h, w = x.shape
+    shift = max(1, round(SHIFT * w))
     flip = torch.rand(b, generator=generator, device=x.device) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    padded = F.pad(x, (SHIFT, SHIFT, SHIFT, SHIFT), mode="replicate")
-    dy, dx = (torch.randint(0, 2 * SHIFT + 1, (2, b), generator=generator, device=x.device)).tolist()
+    padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")
+    dy, dx = (torch.randint(0, 2 * shift + 1, (2, b), generator=generator, device=x.device)).tolist()
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
 
 
@@ -258,4 +259,14 @@ def train_classifier(config: ClassifierConfig, params: TrainParams, train: Image
                                                         f"{row['accuracy']:.3f}")
         save_epoch(checkpoint, result, parts)
     model.to(memory_format=torch.contiguous_format).eval()  # as a loaded checkpoint is: the same numbers
+    model.config = replace(model.config, log_priors=log_priors(train, config.conditions))
     return result
+
+
+def log_priors(split: ImageSplit, conditions: dict[str, int]) -> dict[str, list[float]]:
+    """Per head, the log share of each class among the training images (unseen classes: one image)."""
+    out = {}
+    for name, classes in conditions.items():
+        counts = np.maximum(np.bincount(split.conditions[name], minlength=classes), 1).astype(np.float64)
+        out[name] = [round(float(v), 5) for v in np.log(counts / counts.sum())]
+    return out
