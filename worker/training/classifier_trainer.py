@@ -220,7 +220,9 @@ def train_classifier(config: ClassifierConfig, params: TrainParams, train: Image
     schedule.elapsed_before = sum(row.get("seconds", 0.0) for row in result.history)
     weights = class_weights or {}
     for epoch in range(result.resumed_from_epoch, params.epochs):
-        if schedule.out_of_time():
+        if schedule.out_of_time():  # crossed while the last epoch was evaluated, or before a resume
+            result.stopped_early = result.stopped_early or (
+                f"time budget of {params.max_minutes:g} min reached after epoch {epoch}")
             break
         model.train()
         order = epoch_order(train, np.random.default_rng([params.seed, epoch]), oversample_by,
