@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--label-smoothing", type=float)
     parser.add_argument("--no-colour-stats", action="store_true")
     parser.add_argument("--model", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a model config field (JSON value), e.g. --model stem_stride=2")
+                        help="override a model config field (JSON value), e.g. --model width=24")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -62,10 +62,10 @@ def main() -> None:
           f"{len(dataset.vocabulary['articleType'])} types, {len(dataset.vocabulary['baseColour'])} colours "
           f"(import {time.perf_counter() - started:.0f} s)")
     preset = classifier.PRESETS[args.preset]
-    config = replace(classifier.ClassifierConfig(image_size=dataset.image_size, channels=dataset.channels,
-                                                 conditions={k: len(v) for k, v in dataset.vocabulary.items()},
-                                                 colour_heads=() if args.no_colour_stats else ("baseColour",)),
-                     **{**preset["model"], **{k: json.loads(v) for k, v in (m.split("=", 1) for m in args.model)}})
+    overrides = {k: json.loads(v) for k, v in (m.split("=", 1) for m in args.model)}
+    if args.no_colour_stats:
+        overrides["colour_heads"] = ()
+    config = classifier.config_for(dataset, args.preset, **overrides)
     train = preset["train"]
     params = TrainParams(epochs=args.epochs or train["epochs"], batch_size=train["batch_size"],
                          learning_rate=train["learning_rate"], seed=args.seed,

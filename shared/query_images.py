@@ -53,9 +53,8 @@ def check_image(data: bytes, field: str) -> tuple[int, int]:
     return size
 
 
-def open_checked(data: bytes, field: str) -> Image.Image:
-    """A checked JPEG or PNG, decoded (RGB)."""
-    check_image(data, field)
+def decode_rgb(data: bytes, field: str) -> Image.Image:
+    """Bytes that `decode_base64_image` has checked, decoded to RGB."""
     try:
         with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as img:
             return img.convert("RGB")

@@ -128,8 +128,8 @@ class WorkerContext:
 
     def catalog_items(self, dataset: str) -> Any:
         """A dataset's items by id (photos, conditions) for visual search, built once per process."""
+        from worker.datasets.items import CatalogItems, catalog_stamp
         from worker.datasets.store import load_meta
-        from worker.handlers.similar import CatalogItems, catalog_stamp
 
         return self.catalogs.get_or_load(dataset, lambda: CatalogItems(
             dataset, self.image_dataset(dataset), catalog_stamp(load_meta(dataset, self.storage))))
@@ -139,9 +139,10 @@ class WorkerContext:
         """The nearest-item index of a dataset under a classifier version: loaded from object storage,
         or (with `build`) built and stored there first. None when it is not stored and `build` is off:
         interactive jobs do not pay for embedding a whole catalog."""
-        from worker.feature_index import FeatureIndex, build_index, index_key
+        from shared.registry import feature_index_key
+        from worker.feature_index import FeatureIndex, build_index
 
-        key = index_key(dataset, classifier_ref)
+        key = feature_index_key(dataset, classifier_ref)
 
         def load() -> Any:
             if self.storage.exists(key):

@@ -20,17 +20,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from shared.registry import feature_index_key
 from worker.datasets.base import ImageDataset
 from worker.evaluation import BATCH, to_float
 from worker.models.classifier import Classifier, predict_with_features
 
 QUANTILES = (0.001, 0.01, 0.05, 0.25, 0.5)
 PRECISION = 1e-5  # distances below this are float32 rounding: the same image
-
-
-def index_key(dataset: str, classifier_ref: str) -> str:
-    return feature_index_key(dataset, classifier_ref)
 
 
 @torch.no_grad()

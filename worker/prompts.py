@@ -191,8 +191,10 @@ class PromptInterpreter:
         tokenizer = getattr(encoder, "tokenizer", None)
         # Whole words of the encoder's WordPiece vocabulary: correctly spelled English, never a typo
         # ("chair" is not "chain", "plant" is not "pants").
-        self.known_words = frozenset(w for w in (tokenizer.get_vocab() if tokenizer is not None else ())
-                                     if w.isalpha() and len(w) >= FUZZY_MIN_LEN)
+        known = frozenset(w for w in (tokenizer.get_vocab() if tokenizer is not None else ())
+                          if w.isalpha() and len(w) >= FUZZY_MIN_LEN)
+        # Never a typo: real words, and words of the other kind (a colour is never a misspelt type).
+        self.not_type_typos, self.not_colour_typos = known | COLOUR_WORDS, known | TYPE_WORDS
 
     def vocabulary(self, types: list[str], colours: list[str]) -> Vocabulary:
         return Vocabulary.build(types, colours, self.encoder)
@@ -206,9 +208,8 @@ class PromptInterpreter:
         colours = _exact(words, used, vocab.colour_lookup, vocab.colour_how)
         types = _exact(words, used, vocab.type_lookup, vocab.type_how)
         # A colour word is never a typo of a product word, nor the other way round.
-        types = sorted(types + _spelling(words, used, vocab.type_lookup, COLOUR_WORDS | self.known_words),
-                       key=lambda m: m.start)
-        colours = sorted(colours + _spelling(words, used, vocab.colour_lookup, TYPE_WORDS | self.known_words),
+        types = sorted(types + _spelling(words, used, vocab.type_lookup, self.not_type_typos), key=lambda m: m.start)
+        colours = sorted(colours + _spelling(words, used, vocab.colour_lookup, self.not_colour_typos),
                          key=lambda m: m.start)
         closest: list[dict[str, Any]] = []
         if not colours and vocab.colour_embeddings is not None:
@@ -227,7 +228,8 @@ class PromptInterpreter:
                 kind = best
                 types.append(best)
             elif kind is not None:
-                closest = [{"value": kind.value, "score": 0.0}] + [c for c in closest if c["value"] != kind.value]
+                closest = [{"value": kind.value, "score": round(kind.confidence, 3), "how": "modifier"}] + [
+                    c for c in closest if c["value"] != kind.value]
                 kind = replace(kind, how="modifier")
             else:
                 kind = best
@@ -254,7 +256,8 @@ class PromptInterpreter:
         if not spans:
             return None, []
         texts = [" ".join(words[s:e]) for s, e in spans]
-        sims = _embed(self.encoder, texts) @ vocab.type_embeddings.T  # [spans, type texts]
+        embedded = _embed(self.encoder, texts)
+        sims = embedded @ vocab.type_embeddings.T  # [spans, type texts]
         per_type = np.stack([vocab.type_scores(row) for row in sims])  # [spans, types]
         overall = per_type.max(axis=0)
         order = np.argsort(-overall)[:3]
@@ -267,8 +270,8 @@ class PromptInterpreter:
         t_idx = int(np.argmax(per_type[s_idx]))
         score = float(per_type[s_idx, t_idx])
         start, end = spans[s_idx]
-        anchor = float((_embed(self.encoder, [texts[s_idx]]) @ vocab.anchor_embeddings.T).max()) \
-            if vocab.anchor_embeddings is not None else 0.0
+        anchor = float((embedded[s_idx] @ vocab.anchor_embeddings.T).max()) if vocab.anchor_embeddings is not None \
+            else 0.0
         match = Match(vocab.types[t_idx], score, texts[s_idx], "similarity", start, end, anchor)
         if match.accepted:
             for i in range(start, end):
@@ -408,7 +411,8 @@ def _default_colour(kind: str, colours: list[str], counts: dict[str, dict[str, i
 
 
 def not_understood(prompt: str, interpretation: Interpretation, roles: dict[str, str]) -> JobFailure:
-    names = ", ".join(f"{c['value']} ({c['score']:.2f})" for c in interpretation.closest) or "none"
+    names = ", ".join(f"{c['value']} (named, but only as a modifier)" if c.get("how") == "modifier" else
+                      f"{c['value']} ({c['score']:.2f})" for c in interpretation.closest) or "none"
     return JobFailure(
         f"could not tell which product type {prompt!r} asks for; closest: {names}. Rephrase, give explicit "
         "conditions, or set allow_approximate", code="prompt_not_understood", field="input.prompt",

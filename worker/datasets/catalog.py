@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from shared.errors import DatasetMissing, ValidationFailed
+from shared.query_images import MAX_IMAGE_PIXELS
 from worker.datasets.base import ImageDataset, ImageSplit
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,6 @@ DEMO_FOLDER = "fashion-product-images-small"
 TYPE, COLOUR = "articleType", "baseColour"  # condition names, whatever the source columns are called
 MISSING_VALUES = frozenset({"", "NA", "N/A", "nan", "NaN", "null", "None"})
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # one product photo; anything larger is refused, not decoded
-MAX_IMAGE_PIXELS = 4096 * 4096
 
 Progress = Callable[[float, str], None]
 
@@ -120,10 +120,9 @@ def letterbox_image(img: Image.Image, size: int, channels: int = 3) -> np.ndarra
     img = img.resize((w, h), Image.Resampling.LANCZOS)
     canvas = Image.new("RGB", (size, size), (255, 255, 255))
     canvas.paste(img, ((size - w) // 2, (size - h) // 2))
-    pixels = np.asarray(canvas, dtype=np.uint8)
     if channels == 1:
         return (255 - np.asarray(canvas.convert("L"), dtype=np.uint8))[..., None]
-    return pixels
+    return np.asarray(canvas, dtype=np.uint8)
 
 
 def split_rank(item_id: str) -> float:

@@ -11,7 +11,7 @@ reach further than three at 64 px in the same time (measured, docs/BENCHMARKS.md
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -29,7 +29,6 @@ class ClassifierConfig:
     dropout: float = 0.2
     stages: int = 3  # each after the first halves the resolution
     input_size: int | None = None  # the resolution the network sees; None: the images' own
-    stem_stride: int = 1  # 2: a 4x4 stride-2 stem reads the full-resolution pixels into a half-size map
     temperatures: dict[str, float] = field(default_factory=dict)  # head -> fitted softmax temperature
     # head -> log share of each class in the training images: subtracted from the logits, it gives the
     # class-balanced reading ("is this a jumpsuit?" whatever jumpsuits' share of the catalog)
@@ -54,6 +53,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpu": {"model": {"width": 32, "blocks": 2, "stages": 4, "input_size": 64},
             "train": {"epochs": 30, "batch_size": 256, "learning_rate": 3e-3}},
 }
+
+
+def config_for(dataset: Any, preset: str, **overrides: Any) -> ClassifierConfig:
+    """The config a preset gives on a dataset: a head per condition, and colour statistics for the
+    colour head of an RGB dataset that names one."""
+    colour = (dataset.roles or {}).get("colour")
+    base = ClassifierConfig(image_size=dataset.image_size, channels=dataset.channels,
+                            conditions={k: len(v) for k, v in dataset.vocabulary.items()},
+                            colour_heads=(colour,) if colour and dataset.channels == 3 else ())
+    return replace(base, **{**PRESETS[preset]["model"], **overrides})
 
 
 HIST_BINS = 4  # per RGB channel
@@ -98,9 +107,7 @@ class Classifier(nn.Module):
         super().__init__()
         self.config = config
         w = config.width
-        stem = (nn.Conv2d(config.channels, w, 3, 1, 1, bias=False) if config.stem_stride == 1 else
-                nn.Conv2d(config.channels, w, 4, 2, 1, bias=False))
-        self.stem = nn.Sequential(stem, nn.BatchNorm2d(w), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(config.channels, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
         stages, c_in = [], w
         for stage in range(config.stages):
             c_out = w * 2 ** stage

@@ -98,8 +98,12 @@ def held_out_logits(model: Classifier, split: ImageSplit, device: torch.device,
 def per_class_accuracy(model: Classifier, split: ImageSplit, head: str, names: list[str],
                        device: torch.device) -> dict[str, float]:
     """Held-out accuracy (recall) of one head for each of its classes (rare classes are where it matters)."""
-    predicted = held_out_logits(model, split, device)[head].argmax(dim=-1).numpy()
-    truth = split.conditions[head]
+    return per_class_recall(held_out_logits(model, split, device)[head], split.conditions[head], names)
+
+
+def per_class_recall(logits: torch.Tensor, truth: np.ndarray, names: list[str]) -> dict[str, float]:
+    """Recall per class from logits already computed (argmax: the same with or without a temperature)."""
+    predicted = logits.argmax(dim=-1).numpy()
     return {name: float((predicted[truth == i] == i).mean()) for i, name in enumerate(names) if (truth == i).any()}
 
 
@@ -147,11 +151,12 @@ def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, tempe
                                               num_classes=logits.shape[1], n_bins=ECE_BINS, norm="l1"))
 
 
-def calibrate(model: Classifier, split: ImageSplit, device: torch.device) -> tuple[Classifier, dict[str, dict]]:
+def calibrate(model: Classifier, split: ImageSplit, device: torch.device,
+              logits: dict[str, torch.Tensor] | None = None) -> tuple[Classifier, dict[str, dict]]:
     """Fit each head's temperature on the even-numbered held-out images and measure the expected
     calibration error on the odd-numbered ones, before and after; returns the model with its
-    temperatures in the config and the report per head."""
-    logits = held_out_logits(model, split, device)
+    temperatures in the config and the report per head. `logits`: the split's, when already computed."""
+    logits = logits if logits is not None else held_out_logits(model, split, device)
     fit, check = slice(0, None, 2), slice(1, None, 2)
     temperatures, report = {}, {}
     for name, out in logits.items():
