@@ -16,29 +16,14 @@ from flask_openapi3 import APIBlueprint, Tag
 from api.auth import BEARER, current_caller
 from api.errors import error_response
 from api.services import services
-from shared.conditions import resolve_conditions
+from api.submit_checks import check_submit
 from shared.errors import AtelierError, Conflict, Forbidden, NotFound, ValidationFailed
 from shared.jobs import TERMINAL_EVENTS, collect_keys, public_view, request_fingerprint
-from shared.query_images import decode_base64_image
 from shared.queue import JOB_TASKS, time_limit_s
-from shared.registry import feature_index_key
 from shared.schemas import (
-    AUGMENT_FAMILIES,
-    BUILTIN_DATASETS,
-    ENCODER_FAMILIES,
-    IMAGE_DATASET_FAMILIES,
-    IMAGE_FAMILIES,
     SEED_MAX,
-    TEXT_DATASETS,
-    TIME_BUDGET_FAMILIES,
-    AugmentInput,
     AugmentJobRequest,
-    DescribeJobRequest,
-    Endpoint,
     ErrorResponse,
-    GenerateImagesJobRequest,
-    HybridJobRequest,
-    ImportDatasetJobRequest,
     Job,
     JobList,
     JobPath,
@@ -46,11 +31,6 @@ from shared.schemas import (
     JobStatus,
     JobType,
     ListJobsQuery,
-    ModelVersion,
-    SimilarInput,
-    SimilarJobRequest,
-    TrainJobRequest,
-    TraverseJobRequest,
     WebhookSpec,
 )
 from shared.webhooks import dispatch_outbox, resolve_target
@@ -97,134 +77,6 @@ def _job_response(job: Job, status: int) -> Response:
     return response
 
 
-def _check_endpoint(model: ModelVersion, endpoint: Endpoint, field: str) -> None:
-    if endpoint.conditions is not None:
-        resolve_conditions(model.vocabulary, endpoint.conditions, field_prefix=f"{field}.conditions")
-    if endpoint.item is not None and model.family not in ENCODER_FAMILIES:
-        raise ValidationFailed(f"catalog items need a model with an encoder ({', '.join(ENCODER_FAMILIES)}); "
-                               f"{model.ref} has none", code="item_not_supported", field=f"{field}.item")
-
-
-def _holds_text(name: str, field: str) -> bool:
-    """Whether a dataset holds product copy rather than images; 422 when it does not exist (the
-    built-in ones import themselves on first use)."""
-    if name in BUILTIN_DATASETS:
-        return name in TEXT_DATASETS
-    storage, key = services().storage, f"datasets/{name}/meta.json"
-    if not storage.exists(key):
-        raise ValidationFailed(f"dataset {name!r} has not been imported; POST /v1/datasets or submit an "
-                               "import_dataset job first", code="dataset_not_found", field=field)
-    return storage.get_json(key).get("format") == "descriptions"
-
-
-def _check_similar(inp: SimilarInput) -> str:
-    """Visual search needs a classifier and its feature index of the dataset; the photo is checked
-    here so a bad one is a 422 naming input.image. The classifier is pinned."""
-    model = services().registry.resolve(inp.classifier, default_family="classifier", field="input.classifier")
-    if model.family != "classifier":
-        raise ValidationFailed(f"{model.ref} is not a classifier; visual search compares classifier features",
-                               code="wrong_model_family", field="input.classifier")
-    dataset = inp.dataset or model.dataset
-    if not services().storage.exists(feature_index_key(dataset, model.ref)):
-        hint = ("its train job builds it" if dataset == model.dataset else
-                f"{model.ref} was trained on {model.dataset}; an augment run on {dataset} builds one")
-        raise ValidationFailed(f"no visual-search index of {dataset} under {model.ref} yet ({hint})",
-                               code="index_not_built", field="input.dataset" if inp.dataset else "input.classifier")
-    if inp.image is not None:
-        decode_base64_image(inp.image, "input.image")
-    return model.ref
-
-
-def _check_augment(inp: AugmentInput) -> str:
-    """An augment run needs an image model and a classifier trained on the dataset; the model is pinned."""
-    if _holds_text(inp.dataset, "input.dataset"):
-        raise ValidationFailed(f"dataset {inp.dataset!r} holds product descriptions; augment tops up image classes",
-                               code="wrong_dataset_format", field="input.dataset")
-    registry = services().registry
-    if inp.model:
-        model = registry.resolve(inp.model, default_family="cgan")
-        if model.family not in IMAGE_FAMILIES:
-            raise ValidationFailed(f"{model.ref} is not an image model", code="wrong_model_family", field="input.model")
-        if model.dataset != inp.dataset:
-            raise ValidationFailed(f"{model.ref} was trained on {model.dataset}, not {inp.dataset}",
-                                   code="wrong_dataset", field="input.model")
-    else:
-        model = registry.for_dataset(AUGMENT_FAMILIES, inp.dataset)
-        if model is None:
-            raise ValidationFailed(f"no image model was trained on {inp.dataset}: train a cgan or cvae on it first",
-                                   code="no_model_for_dataset", field="input.dataset")
-    if registry.for_dataset(("classifier",), inp.dataset, model.vocabulary) is None:
-        raise ValidationFailed(f"no classifier was trained on {inp.dataset}: the gate needs one (train family "
-                               "classifier)", code="no_classifier", field="input.dataset")
-    kinds = model.vocabulary[(model.roles or {}).get("type") or next(iter(model.vocabulary))]
-    unknown = sorted(set(inp.classes or []) - set(kinds))
-    if unknown:
-        raise ValidationFailed(f"{model.ref} has no class {unknown[0]!r}", code="unknown_class", field="input.classes",
-                               details={"unknown": unknown, "known": kinds})
-    return model.ref
-
-
-def _check_submit(req: Any) -> str | None:
-    """Checks that need Redis or object storage, done at submit so bad input is a 422 naming the
-    field rather than a failed job later. Returns the pinned model version for jobs that use one:
-    the job runs on the version active at submit time."""
-    if isinstance(req, TrainJobRequest):
-        name, family = req.input.dataset, req.input.family.value
-        if req.input.base_model and family != "lm":
-            raise ValidationFailed(f"base_model is for the lm family; {family} trains from a preset",
-                                   code="unsupported_for_family", field="input.base_model")
-        if req.input.max_minutes is not None and family not in TIME_BUDGET_FAMILIES:
-            raise ValidationFailed(f"max_minutes is not supported for {family} yet (only "
-                                   f"{', '.join(TIME_BUDGET_FAMILIES)}); set epochs instead",
-                                   code="unsupported_for_family", field="input.max_minutes")
-        is_text = _holds_text(name, "input.dataset")
-        if is_text != (family not in IMAGE_DATASET_FAMILIES):
-            holds, needs = ("product descriptions", "images") if is_text else ("images", "product descriptions")
-            raise ValidationFailed(f"dataset {name!r} holds {holds}; {family} trains on {needs}",
-                                   code="wrong_dataset_format", field="input.dataset")
-        return None
-    if isinstance(req, ImportDatasetJobRequest):
-        prefix = req.input.source_prefix
-        if prefix and next(iter(services().storage.list(prefix)), None) is None:
-            raise ValidationFailed(f"nothing is stored under {prefix}", code="invalid_source",
-                                   field="input.source_prefix")
-        return None
-    inp = req.input
-    if isinstance(req, AugmentJobRequest):
-        return _check_augment(inp)
-    if isinstance(req, SimilarJobRequest):
-        return _check_similar(inp)
-    if isinstance(req, DescribeJobRequest):
-        model = services().registry.resolve(inp.model, default_family="lm")
-        if model.family != "lm":
-            raise ValidationFailed(f"{model.ref} is not a language model; describe needs an lm version",
-                                   code="wrong_model_family", field="input.model")
-        return model.ref
-    model = services().registry.resolve(inp.model, default_family=inp.family.value)
-    if model.family not in IMAGE_FAMILIES:
-        raise ValidationFailed(f"{model.ref} is not an image model; use one of {', '.join(IMAGE_FAMILIES)}",
-                               code="wrong_model_family", field="input.model")
-    if isinstance(req, GenerateImagesJobRequest):
-        if inp.conditions is not None:
-            resolve_conditions(model.vocabulary, inp.conditions)
-        if inp.sampling.mode == "class_mean" and model.family not in ENCODER_FAMILIES:
-            raise ValidationFailed(f"class_mean sampling needs a model with an encoder; {model.ref} has none",
-                                   code="unsupported_for_family", field="input.sampling.mode")
-        if inp.descriptions:
-            writer = services().registry.resolve(inp.description_model, default_family="lm",
-                                                 field="input.description_model")
-            if writer.family != "lm":
-                raise ValidationFailed(f"{writer.ref} is not a language model", code="wrong_model_family",
-                                       field="input.description_model")
-            inp.description_model = writer.ref  # pinned: a redelivered job writes with the same version
-    elif isinstance(req, HybridJobRequest):
-        _check_endpoint(model, inp.a, "input.a")
-        _check_endpoint(model, inp.b, "input.b")
-    elif isinstance(req, TraverseJobRequest):
-        _check_endpoint(model, inp.start, "input.start")
-    return model.ref
-
-
 @jobs_bp.post("", responses={"202": Job, "200": Job, "400": ErrorResponse, "409": ErrorResponse, "429": ErrorResponse,
                              "413": ErrorResponse, "415": ErrorResponse, "503": ErrorResponse})
 def submit_job(body: JobRequest) -> Response:
@@ -258,7 +110,7 @@ def submit(req: Any) -> Response:
     # Fingerprint what the caller sent, before any model version is pinned into the input.
     fingerprint = request_fingerprint(req.model_dump(mode="json", exclude_none=True))
     webhook, events = _webhook(req)
-    model = _check_submit(req)
+    model = check_submit(req)
     job_input = req.input.model_dump(mode="json", exclude_none=True)
     # A seed is always recorded, so every job can be reproduced from its record and manifest.
     if "seed" in type(req.input).model_fields:

@@ -4,7 +4,8 @@ balanced accuracy, recall of the rare types, calibration before and after temper
 the time taken. One run per invocation; compare recipes by running it with different flags.
 
     python -m bench.classifier [--preset cpu] [--epochs N] [--no-colour-stats] [--balance-power P]
-                               [--label-smoothing S] [--max-minutes M] [--json out.json]
+                               [--label-smoothing S] [--max-minutes M] [--model FIELD=VALUE]
+                               [--json out.json] [--save classifier.pt]
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def main() -> None:
                         help="override a model config field (JSON value), e.g. --model width=24")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--save", type=Path, help="also save the calibrated classifier's checkpoint here")
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
@@ -86,6 +88,8 @@ def main() -> None:
                               stratify_by="articleType", oversample_by="articleType", recipe=recipe)
     train_s = time.perf_counter() - started
     model, calibration = calibrate(result.model, dataset.test, torch.device("cpu"))
+    if args.save:
+        torch.save(classifier.to_checkpoint(model), args.save)
     recall = {head: per_class_accuracy(model, dataset.test, head, names, torch.device("cpu"))
               for head, names in dataset.vocabulary.items()}
     counts = dict(zip(dataset.vocabulary["articleType"],

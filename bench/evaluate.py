@@ -22,7 +22,7 @@ from bench.local import load_version, local_storage
 from shared.settings import Settings
 from worker.datasets.store import load_dataset
 from worker.evaluation import evaluate_generator
-from worker.models import IMAGE_FAMILIES
+from worker.families import IMAGE_FAMILIES, SampleRequest
 
 
 def main() -> None:
@@ -53,7 +53,7 @@ def main() -> None:
         mode = family.sampling_mode(model)
         started = time.perf_counter()
         result = evaluate_generator(
-            lambda cond, seeds, m=model, f=family, s=mode: f.module.sample(m, cond, seeds, device=args.device, mode=s),
+            lambda cond, seeds, m=model, f=family, s=mode: f.sample(m, SampleRequest(cond, seeds, mode=s), args.device),
             judge, dataset.train, dataset.test, dataset.vocabulary, kind, max_images=args.images, seed=args.seed,
             device=torch.device(args.device))
         lowest = ", ".join(f"{k} {v:.0%}" for k, v in sorted(result.per_class.items(), key=lambda kv: kv[1])[:3])

@@ -26,7 +26,7 @@ from deploy.local.servers import LocalStack
 from shared.registry import model_prefix, parse_ref
 from shared.storage import Storage
 from tests.support import ApiServer, Client, WorkerProcess, datasets_dir, settings_from, stack_env
-from worker.models import FAMILIES
+from worker.families import IMAGE_FAMILIES, SampleRequest
 
 SLICE = {"name": "bench-slice", "classes": ["Jumpsuit", "Tshirts", "Dresses", "Casual Shoes"], "max_per_class": 30}
 COND = {"articleType": "Dresses", "baseColour": "Black"}
@@ -41,14 +41,14 @@ def forward_ms(storage: Storage, ref: str, cond: dict[str, str], n: int, repeats
     """The bare sampler: latent noise -> decoder/generator -> [0, 1] tensor on the CPU."""
     family, version = parse_ref(ref)
     blob = storage.get(model_prefix(family, version) + "model.pt")
-    model = FAMILIES[family].from_checkpoint(torch.load(io.BytesIO(blob), weights_only=True)).to(device)
+    model = IMAGE_FAMILIES[family].load(torch.load(io.BytesIO(blob), weights_only=True)).to(device)
     meta = storage.get_json(model_prefix(family, version) + "model.json")
     index = {k: meta["vocabulary"][k].index(v) for k, v in cond.items()}
-    FAMILIES[family].sample(model, index, list(range(n)), device=device)  # warm-up
+    IMAGE_FAMILIES[family].sample(model, SampleRequest(index, list(range(n))), device)  # warm-up
     times = []
     for r in range(repeats):
         started = time.perf_counter()
-        FAMILIES[family].sample(model, index, [r * 1000 + i for i in range(n)], device=device)
+        IMAGE_FAMILIES[family].sample(model, SampleRequest(index, [r * 1000 + i for i in range(n)]), device)
         if device == "cuda":
             torch.cuda.synchronize()
         times.append((time.perf_counter() - started) * 1000)

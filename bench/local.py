@@ -14,7 +14,7 @@ import torch
 from shared.registry import model_prefix, parse_ref
 from shared.settings import Settings
 from shared.storage import Storage
-from worker.models import FAMILIES
+from worker.families import load_checkpoint
 
 
 def local_storage(var: Path) -> Storage:
@@ -29,5 +29,5 @@ def load_version(storage: Storage, ref: str, device: str = "cpu") -> tuple[Any, 
     """A model version's network (any family) and its model.json."""
     family, version = parse_ref(ref)
     blob = storage.get(model_prefix(family, version) + "model.pt")
-    model = FAMILIES[family].from_checkpoint(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
+    model = load_checkpoint(family, torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
     return model.to(device), storage.get_json(model_prefix(family, version) + "model.json")

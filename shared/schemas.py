@@ -23,6 +23,14 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from shared.families import (  # noqa: F401  (re-exported: the schemas and the family table travel together)
+    AUGMENT_FAMILIES,
+    ENCODER_FAMILIES,
+    IMAGE_DATASET_FAMILIES,
+    IMAGE_FAMILIES,
+    Family,
+)
+
 SEED_MAX = 2**31 - 1
 MODEL_REF = re.compile(r"^(?P<family>[a-z]+)@(?P<version>v[0-9]{1,6})$")
 
@@ -59,18 +67,6 @@ class JobType(StrEnum):
     SIMILAR = "similar"
 
 
-class Family(StrEnum):
-    CVAE = "cvae"
-    CGAN = "cgan"
-    LM = "lm"
-    CLASSIFIER = "classifier"
-
-
-IMAGE_FAMILIES = ("cvae", "cgan")  # generative image models
-IMAGE_DATASET_FAMILIES = (*IMAGE_FAMILIES, "classifier")  # families trained on image datasets
-AUGMENT_FAMILIES = ("cgan", "cvae")  # the augment job's default generator, in order of preference (sharper first)
-TIME_BUDGET_FAMILIES = ("classifier",)  # families whose training honours max_minutes
-ENCODER_FAMILIES = ("cvae",)  # families that can encode a real image (items, class means)
 TEXT_DATASETS = frozenset({"descriptions"})  # built-in datasets of product copy rather than images
 
 
@@ -191,6 +187,12 @@ class GenerateImagesInput(StrictModel):
     family: Family = Field(Family.CVAE, description="family whose active model is used when `model` is not given")
     temperature: number(ge=0.0, le=3.0) = Field(1.0, description="scale of the latent noise")
     sampling: Sampling = Field(default_factory=Sampling)
+    min_confidence: number(ge=0.0, le=1.0) | None = Field(
+        None, description="τ: keep only images the dataset's classifier gives at least this confidence for the "
+                          "requested product type; extra candidates are drawn (up to n × max_attempts) and the n "
+                          "most confident returned. A shortfall is stated, never filled with rejects")
+    max_attempts: integer(ge=1, le=16) = Field(4, description="with min_confidence: candidates drawn per image "
+                                                              "asked for, at most")
     descriptions: integer(ge=0, le=64) = Field(
         0, description="give the first k images each its own description, written by the language model from "
                        "the interpreted prompt and its unmapped words")

@@ -17,8 +17,8 @@ from worker.datasets import fashion_mnist
 from worker.datasets.base import ImageDataset, ImageSplit
 from worker.feature_index import PRECISION, QUANTILES, FeatureIndex, build_index, embed
 from worker.models.classifier import Classifier, ClassifierConfig
-from worker.training.classifier_trainer import epoch_order, inverse_frequency, train_classifier
-from worker.training.common import TrainParams
+from worker.training.classifier_trainer import inverse_frequency, train_classifier
+from worker.training.common import TrainParams, epoch_order
 
 CONFIG = ClassifierConfig(image_size=28, channels=1, conditions={"class": 10}, width=8, blocks=1, dropout=0.0)
 

@@ -286,3 +286,31 @@ def test_train_the_domain_classifier(client: Client, storage: Storage, catalog_c
         assert len(nearest) == 5 and [n["similarity"] for n in nearest] == sorted(
             (n["similarity"] for n in nearest), reverse=True)
         assert all(titles[n["id"]] == n["title"] and n["split"] in {"train", "test"} for n in nearest)
+
+
+def test_generate_returns_only_images_the_classifier_believes(client: Client, catalog_models: dict[str, str],
+                                                              catalog_classifier: dict) -> None:
+    """min_confidence: extra candidates drawn, those below τ dropped, the n most confident returned with
+    their seeds; a shortfall is said, never filled with rejects; the same seed gives the same pick."""
+    base = {"conditions": {"articleType": "Jumpsuit", "baseColour": "Black"}, "n": 4, "seed": 7,
+            "max_attempts": 2, "model": catalog_models["cgan"]}
+    everything = run(client, "generate_images", {**base, "min_confidence": 0.0})["output"]
+    selection = everything["selection"]
+    assert selection["classifier"] == everything["classifier"] == catalog_classifier["model"]
+    assert selection["drawn"] == 8 and selection["rejected"] == 0 and selection["returned"] == 4
+    confidence = [image["confidence"]["articleType"] for image in everything["images"]]
+    assert confidence == sorted(confidence, reverse=True) and len(set(i["seed"] for i in everything["images"])) == 4
+
+    # τ between two of the confidences seen: the same eight candidates again, fewer of them reach it
+    gaps = [i for i in range(1, 4) if confidence[i - 1] - confidence[i] > 2e-4]
+    expected = gaps[-1] if gaps else 0
+    tau = (confidence[expected - 1] + confidence[expected]) / 2 if gaps else confidence[0] + 1e-3
+    strict = run(client, "generate_images", {**base, "min_confidence": tau})["output"]
+    kept = strict["selection"]
+    assert kept["drawn"] == 8 and kept["returned"] == len(strict["images"]) == expected
+    assert kept["rejected"] == 8 - expected and "only" in kept["shortfall"]
+    assert all(image["confidence"]["articleType"] >= tau - 1e-4 for image in strict["images"])
+    assert [i["seed"] for i in strict["images"]] == [i["seed"] for i in everything["images"]][:expected]
+    assert ("contact_sheet" in strict) == (expected > 0)
+    again = run(client, "generate_images", {**base, "min_confidence": tau})["output"]
+    assert [client.download(i["url"]) for i in again["images"]] == [client.download(i["url"]) for i in strict["images"]]

@@ -14,13 +14,12 @@ from worker.training.classifier_trainer import (
     Schedule,
     augment,
     calibrate,
-    epoch_order,
     evaluate,
     expected_calibration_error,
     fit_temperature,
     train_classifier,
 )
-from worker.training.common import TrainParams
+from worker.training.common import TimeBudget, TrainParams, epoch_order
 
 CPU = torch.device("cpu")
 COLOURS = np.array([[220, 30, 30], [30, 200, 40], [40, 60, 220]], dtype=np.uint8)
@@ -140,9 +139,9 @@ def test_time_budget_stops_at_the_step_that_crosses_it_and_decays_the_rate() -> 
                               should_stop=lambda: False)
     assert result.stopped_early and "time budget" in result.stopped_early
     assert 1 <= len(result.history) < 50 and "accuracy_row" in result.final
-    schedule = Schedule(1.0, total_steps=100, warmup_fraction=0.1, max_minutes=1.0)
-    schedule.elapsed_before = 59.9  # nearly out of time after a few steps: the rate is nearly decayed
-    assert schedule.rate(20) < 0.01 and not Schedule(1.0, 100, 0.1, None).rate(20) < 0.9
+    nearly_spent = TimeBudget(1.0, [{"seconds": 59.9}])  # a resumed run nearly out of time after a few steps
+    schedule = Schedule(1.0, total_steps=100, warmup_fraction=0.1, budget=nearly_spent)
+    assert schedule.rate(20) < 0.01 and not Schedule(1.0, 100, 0.1, TimeBudget(None)).rate(20) < 0.9
 
 
 def test_epoch_order_rebalances_by_a_power_of_the_class_counts() -> None:

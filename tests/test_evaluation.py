@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.test_classifier import CONFIG, draw_squares, params, squares
-from worker.evaluation import ClassifierFeatures, blind_judge, distances, evaluate_generator, to_float
+from worker.evaluation import ClassifierFeatures, blind_judge, distances, diversity, evaluate_generator, to_float
 from worker.training.classifier_trainer import train_classifier
 
 CPU = torch.device("cpu")
@@ -66,3 +66,21 @@ def test_a_blind_judge_gives_no_fid_verdict(trained: torch.nn.Module) -> None:
     assert "below 0.6" in blind_judge(result, 0.3, 0.6)
     collapsed = type(result)(**{**result.__dict__, "floor_fid": 0.0})
     assert "degenerate" in blind_judge(collapsed, 0.99, 0.6)
+
+
+def test_diversity_is_near_one_for_varied_samples_and_near_zero_for_a_collapsed_sampler(
+        trained: torch.nn.Module) -> None:
+    train = squares(384, 0)
+
+    def varied(cond: dict[str, int], seeds: list[int]) -> torch.Tensor:  # a fresh square per seed, as real ones
+        return to_float(draw_squares(np.full(len(seeds), cond["row"]), np.full(len(seeds), cond["colour"]),
+                                     np.random.default_rng(seeds)))
+
+    def collapsed(cond: dict[str, int], seeds: list[int]) -> torch.Tensor:  # every seed the same image
+        return varied(cond, [seeds[0]]).repeat(len(seeds), 1, 1, 1)
+
+    spread, per_condition = diversity(varied, trained, train, VOCABULARY, CPU, seed=3)
+    # six condition sets (colour x row), labelled by their values in name order
+    assert 0.6 < spread < 1.6 and len(per_condition) == 6 and "red / top" in per_condition, per_condition
+    none, _ = diversity(collapsed, trained, train, VOCABULARY, CPU, seed=3)
+    assert none < 0.05

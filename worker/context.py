@@ -85,12 +85,12 @@ class WorkerContext:
         def load() -> Any:
             import torch
 
-            from worker.models import FAMILIES
+            from worker.families import load_checkpoint
 
             family, version = parse_ref(ref)
             blob = self.storage.get(model_prefix(family, version) + "model.pt")
             checkpoint = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-            return FAMILIES[family].from_checkpoint(checkpoint).to(self.device)
+            return load_checkpoint(family, checkpoint).to(self.device)
 
         return self.models.get_or_load(ref, load)
 

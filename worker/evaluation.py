@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -79,6 +79,11 @@ class Evaluation:
     images: int
     real_accuracy: dict[str, float]  # condition -> the judge's accuracy on the same held-out real images
     real_per_class: dict[str, float]  # type -> the judge's recall on those real images
+    # mean pairwise feature distance of generated images within one condition set over that of real
+    # photos of the same set (1.0: as varied as real; a collapsed model approaches 0), overall and
+    # per condition set ("Black Dresses")
+    diversity: float = float("nan")
+    per_condition_diversity: dict[str, float] = field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
         relative = {k: round(v / self.real_per_class[k], 4) for k, v in self.per_class.items()
@@ -91,7 +96,10 @@ class Evaluation:
                 "real_per_class_accuracy": {k: round(v, 4) for k, v in self.real_per_class.items()},
                 # generated adherence over the judge's accuracy on real photos of the same type: 1.0 means
                 # the images are recognised as often as real ones
-                "relative_per_class_adherence": relative, "images": self.images}
+                "relative_per_class_adherence": relative, "images": self.images,
+                **({"diversity": round(self.diversity, 4),
+                    "per_condition_diversity": {k: round(v, 4) for k, v in self.per_condition_diversity.items()}}
+                   if np.isfinite(self.diversity) else {})}
 
 
 def blind_judge(evaluation: Evaluation, judge_accuracy: float | None, min_accuracy: float) -> str | None:
@@ -132,9 +140,41 @@ def evaluate_generator(sample: Sampler, classifier: Classifier, train: ImageSpli
     def per_type(h: dict[str, np.ndarray]) -> dict[str, float]:
         return {vocabulary[type_condition][t]: float(h[type_condition][kinds == t].mean()) for t in np.unique(kinds)}
 
+    spread, per_condition = diversity(sample, classifier, train, vocabulary, device, seed=seed)
     return Evaluation(generated["fid"], generated["kid"], generated["kid_std"], floor["fid"], floor["kid"],
                       {k: float(v.mean()) for k, v in hits.items()}, per_type(hits), len(test),
-                      {k: float(v.mean()) for k, v in real_hits.items()}, per_type(real_hits))
+                      {k: float(v.mean()) for k, v in real_hits.items()}, per_type(real_hits),
+                      spread, per_condition)
+
+
+DIVERSITY_SETS = 12  # most common condition sets compared
+DIVERSITY_IMAGES = 16  # images per set, generated and real
+
+
+@torch.no_grad()
+def diversity(sample: Sampler, classifier: Classifier, train: ImageSplit, vocabulary: dict[str, list[str]],
+              device: torch.device, *, seed: int, sets: int = DIVERSITY_SETS,
+              per_set: int = DIVERSITY_IMAGES) -> tuple[float, dict[str, float]]:
+    """Within-condition variety: for the most common condition sets with at least `per_set` training
+    photos, the mean pairwise distance of the classifier's features among `per_set` generated images
+    (seeds seed..) over the same among `per_set` real photos of the set. Overall: the ratio of the
+    summed means. NaN where no set has enough photos."""
+    names = sorted(train.conditions)
+    keys = np.stack([train.conditions[k] for k in names], axis=1)
+    unique, counts = np.unique(keys, axis=0, return_counts=True)
+    order = [i for i in np.argsort(-counts, kind="stable") if counts[i] >= per_set][:sets]
+    rng = np.random.default_rng(seed)
+    fake_total, real_total, per_condition = 0.0, 0.0, {}
+    for i in order:
+        cond = {k: int(v) for k, v in zip(names, unique[i], strict=True)}
+        rows = np.flatnonzero((keys == unique[i]).all(axis=1))
+        real = to_float(train.images[np.sort(rng.choice(rows, per_set, replace=False))])
+        fake = sample(cond, [seed + j for j in range(per_set)]).cpu()
+        spread = [float(torch.pdist(classifier.infer(x.to(device))[1].float()).mean()) for x in (fake, real)]
+        fake_total, real_total = fake_total + spread[0], real_total + spread[1]
+        label = " / ".join(vocabulary[k][v] for k, v in cond.items())
+        per_condition[label] = spread[0] / spread[1] if spread[1] > 0 else float("nan")
+    return (fake_total / real_total if real_total > 0 else float("nan")), per_condition
 
 
 @torch.no_grad()
@@ -143,6 +183,6 @@ def _hits(classifier: Classifier, images: torch.Tensor, test: ImageSplit,
     """Per head, whether each image is classified as the held-out image of the same row is labelled."""
     predicted: dict[str, list[torch.Tensor]] = {k: [] for k in classifier.heads}
     for start in range(0, len(images), BATCH):
-        for k, logits in classifier.eval()(images[start:start + BATCH].to(device)).items():
+        for k, logits in classifier.eval().infer(images[start:start + BATCH].to(device))[0].items():
             predicted[k].append(logits.argmax(dim=-1).cpu())
     return {k: (torch.cat(v).numpy() == test.conditions[k]) for k, v in predicted.items()}

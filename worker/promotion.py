@@ -7,17 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from shared.families import facts
 from shared.schemas import ModelVersion
-
-# family -> primary metrics in order of preference, each with whether lower is better. The first
-# one both versions have decides (a cvae judged by a classifier is compared on FID, else on its
-# held-out loss).
-PRIMARY: dict[str, list[tuple[str, bool]]] = {
-    "cvae": [("fid", True), ("test_loss", True)],
-    "cgan": [("fid", True)],
-    "classifier": [("accuracy", False)],
-    "lm": [("test_perplexity", True)],
-}
 
 
 @dataclass(frozen=True)
@@ -38,7 +29,7 @@ def decide(summary: dict[str, Any], active: ModelVersion | None, requested: str)
     # An evaluation whose judge is blind withholds FID: say so, then compare on what is left.
     withheld = next((f"no FID verdict for {ref} ({m['fid_withheld']}); " for ref, m in
                      ((summary["ref"], new), (active.ref, old)) if m.get("fid_withheld")), "")
-    for metric, lower in PRIMARY[summary["family"]]:
+    for metric, lower in facts(summary["family"]).primary:
         if new.get(metric) is None or old.get(metric) is None:
             continue
         better = new[metric] < old[metric] if lower else new[metric] > old[metric]
@@ -46,6 +37,6 @@ def decide(summary: dict[str, Any], active: ModelVersion | None, requested: str)
         return Decision("always" if better else "never",
                         f"{withheld}{metric} {new[metric]:.4g} vs {old[metric]:.4g} for {active.ref} "
                         f"({'lower' if lower else 'higher'} is better): {verdict}")
-    names = ", ".join(m for m, _ in PRIMARY[summary["family"]])
+    names = ", ".join(m for m, _ in facts(summary["family"]).primary)
     return Decision("never", f"{withheld}no {names} on both this version and {active.ref} to compare: the active "
                              "version stays (train a classifier on the dataset to evaluate image models)")

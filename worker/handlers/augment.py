@@ -33,10 +33,10 @@ from shared.storage import PutItem
 from worker.augmentation import GateRule, Judgement, RarePolicy, class_seed, judge, slug
 from worker.context import WorkerContext
 from worker.describing import request_for, write_copy
+from worker.families import IMAGE_FAMILIES, SampleRequest
 from worker.handlers.common import Progress, ShouldStop, scaled, write_manifest
 from worker.images import png_bytes, to_uint8
-from worker.models import FAMILIES, lm
-from worker.models import IMAGE_FAMILIES as IMAGE_FAMILY_SPECS
+from worker.models import lm
 
 log = logging.getLogger(__name__)
 BATCH = 64  # candidates generated and judged at a time
@@ -208,8 +208,7 @@ def _augment_class(ctx: WorkerContext, plan: dict, root: str, name: str, entry: 
     index = ctx.feature_index(plan["dataset"], plan["classifier"])
     kind, colour = plan["roles"]["type"], plan["roles"].get("colour")
     rule = GateRule(plan["rule"]["min_confidence"], plan["rule"]["min_distance"])
-    family = FAMILIES[plan["family"]]
-    mode = IMAGE_FAMILY_SPECS[plan["family"]].sampling_mode(model)
+    family = IMAGE_FAMILIES[plan["family"]]
     wanted, limit = entry["requested"], entry["requested"] * plan["max_attempts"]
     base = class_seed(plan["dataset"], plan["date"], name)
     shares = np.array(entry.get("colours", [1.0])) / sum(entry.get("colours", [1.0]))  # stored rounded
@@ -225,7 +224,7 @@ def _augment_class(ctx: WorkerContext, plan: dict, root: str, name: str, entry: 
         for value in sorted(set(colours)):  # one sampling call per colour
             rows = [j for j, c in enumerate(colours) if c == value]
             cond = {kind: entry["value"], **({colour: value} if colour else {})}
-            drawn = to_uint8(family.sample(model, cond, [seeds[j] for j in rows], device=ctx.device, mode=mode))
+            drawn = to_uint8(family.sample(model, SampleRequest(cond, [seeds[j] for j in rows]), ctx.device))
             if images is None:
                 images = np.zeros((len(seeds), *drawn.shape[1:]), dtype=np.uint8)
             images[rows] = drawn

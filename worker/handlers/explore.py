@@ -14,13 +14,14 @@ import numpy as np
 import torch
 
 from shared.errors import JobFailure
+from shared.families import ENCODER_FAMILIES
 from shared.schemas import Endpoint, HybridInput, Job, ModelVersion, TraverseInput
 from shared.storage import PutItem
 from worker.context import WorkerContext
+from worker.families import IMAGE_FAMILIES, ImageFamily
 from worker.handlers.common import Progress, ShouldStop, write_manifest
 from worker.handlers.conditioning import Resolved, pinned_model, resolve_endpoint
 from worker.images import grid, png_bytes, to_uint8
-from worker.models import IMAGE_FAMILIES, ImageFamily, cvae
 
 
 def _cond_tensor(cond: dict[str, int], device: Any) -> dict[str, torch.Tensor]:
@@ -28,17 +29,15 @@ def _cond_tensor(cond: dict[str, int], device: Any) -> dict[str, torch.Tensor]:
 
 
 def _latent(family: ImageFamily, model: Any, end: Resolved, seed: int, device: Any) -> torch.Tensor:
-    """[1, latent]: the encoded item; for a class, its mean latent (cvae with fitted means, where
-    prior samples drift off the class) or the seed's prior sample."""
+    """[1, latent]: the encoded item, or the family's latent for a class (a cvae's class mean, a
+    GAN's prior sample from the seed)."""
     if end.image is not None:
-        if not family.encodes:
-            raise JobFailure("catalog items need a model with an encoder (cvae); this is a GAN",
-                             code="item_not_supported", field="input.item")
+        if family.encode is None:
+            raise JobFailure(f"catalog items need a model with an encoder ({', '.join(ENCODER_FAMILIES)}); "
+                             f"{family.name} has none", code="item_not_supported", field="input.item")
         x = torch.from_numpy(end.image).to(device).permute(2, 0, 1)[None].float() / 255.0
-        return cvae.encode_mean(model, x, _cond_tensor(end.cond, device))
-    if family.encodes and cvae.has_class_means(model):
-        return model.class_means[end.cond[model.config.mean_over]][None].clone()
-    return cvae.latent_noise([seed], model.config.latent_dim).to(device)
+        return family.encode(model, x, _cond_tensor(end.cond, device))
+    return family.latent(model, end.cond, seed, device)
 
 
 def _slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -91,14 +90,14 @@ def hybrid(ctx: WorkerContext, job: Job, progress: Progress, should_stop: Should
     z_a = _latent(family, model, a, seed, device)
     # Style mixing needs two different latents; class-to-class interpolation shares one.
     z_b = _latent(family, model, b, seed + 1 if inp.mode == "style_mix" else seed, device)
-    e_a = family.module.embed(model, _cond_tensor(a.cond, device))
-    e_b = family.module.embed(model, _cond_tensor(b.cond, device))
+    e_a = family.embed(model, _cond_tensor(a.cond, device))
+    e_b = family.embed(model, _cond_tensor(b.cond, device))
     progress(0.4, f"decoding ({inp.mode})")
     if inp.mode == "interpolate":
         ts = np.linspace(0.0, 1.0, inp.steps)
         z = torch.cat([_slerp(z_a, z_b, float(t)) for t in ts])
         e = torch.cat([torch.lerp(e_a, e_b, float(t)) for t in ts])
-        images = to_uint8(family.module.decode(model, z, e))
+        images = to_uint8(family.decode(model, z, e))
         strip = [images]
         if a.image is not None and b.image is not None:  # the real photos at the two ends
             strip = [a.image[None], images, b.image[None]]
@@ -108,7 +107,7 @@ def hybrid(ctx: WorkerContext, job: Job, progress: Progress, should_stop: Should
         # a's latent in a's and b's conditions, then b's latent in b's and a's.
         z = torch.cat([z_a, z_a, z_b, z_b])
         e = torch.cat([e_a, e_b, e_b, e_a])
-        images = to_uint8(family.module.decode(model, z, e))
+        images = to_uint8(family.decode(model, z, e))
         sheet, sheet_name = grid(images, 2), "style_mix.png"
         frame_info = {"frames": ["a latent, a conditions", "a latent, b conditions", "b latent, b conditions",
                                  "b latent, a conditions"]}
@@ -148,9 +147,9 @@ def traverse(ctx: WorkerContext, job: Job, progress: Progress, should_stop: Shou
         z[:, d] = z0[0, d] + torch.tensor(values, dtype=z.dtype, device=device)
         rows.append(z)
     z = torch.cat(rows)
-    e = family.module.embed(model, _cond_tensor(start.cond, device)).repeat(len(z), 1)
+    e = family.embed(model, _cond_tensor(start.cond, device)).repeat(len(z), 1)
     progress(0.4, f"decoding {len(z)} images")
-    images = to_uint8(family.module.decode(model, z, e))
+    images = to_uint8(family.decode(model, z, e))
     sheet = grid(images, len(values))
     progress(0.8, "saving")
     prefix = f"jobs/{job.id}/"

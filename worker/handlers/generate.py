@@ -6,21 +6,24 @@ each get product copy from the language model, written from the same request and
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy as np
 
 from shared.conditions import resolve_conditions
-from shared.errors import JobCanceled
+from shared.errors import JobCanceled, JobFailure
 from shared.schemas import AttributesInput, GenerateImagesInput, Job, ModelVersion
 from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.describing import request_for, write_copy
 from worker.evaluation import to_float
+from worker.families import IMAGE_FAMILIES, SampleRequest
 from worker.handlers.common import Progress, ShouldStop, write_manifest
 from worker.handlers.conditioning import interpret_prompt, names_of, pinned_model, roles_of
 from worker.images import grid, png_bytes, to_uint8
-from worker.models import FAMILIES, IMAGE_FAMILIES, classifier, lm
+from worker.models import classifier, lm
 
 log = logging.getLogger(__name__)
 NEAREST = 5  # real items listed per generated image
@@ -44,15 +47,25 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
         write_manifest(ctx.storage, job, output, seeds={"base": seed}, model=ref)
         return output
 
-    seeds = [seed + i for i in range(inp.n)]
     progress(0.05, f"loading {ref}")
     model = ctx.load_model(ref)
     if should_stop():
         raise JobCanceled()
-    progress(0.2, f"sampling {inp.n} images")
-    mode = IMAGE_FAMILIES[meta.family].sampling_mode(model, inp.sampling.mode)
-    images = to_uint8(FAMILIES[meta.family].sample(model, cond, seeds, temperature=inp.temperature,
-                                                   device=ctx.device, mode=mode, spread=inp.sampling.spread))
+    family = IMAGE_FAMILIES[meta.family]
+    mode = family.sampling_mode(model, inp.sampling.mode)
+
+    def draw(seeds: list[int]) -> np.ndarray:
+        request = SampleRequest(cond, seeds, temperature=inp.temperature, mode=mode, spread=inp.sampling.spread)
+        return to_uint8(family.sample(model, request, ctx.device))
+
+    selection = None
+    if inp.min_confidence is None:
+        progress(0.2, f"sampling {inp.n} images")
+        seeds = [seed + i for i in range(inp.n)]
+        images = draw(seeds)
+    else:
+        progress(0.2, f"sampling up to {inp.n * inp.max_attempts} candidates for {inp.n} images")
+        seeds, images, selection = _select(ctx, meta, cond, inp, seed, draw, should_stop)
     if should_stop():
         raise JobCanceled()
 
@@ -63,23 +76,26 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
              for i, img in enumerate(images)]
     sheet_key = f"{prefix}contact_sheet.png"
     scale = 2 if images.shape[1] <= 32 else 1
-    items.append(PutItem(sheet_key, lambda: png_bytes(grid(images, 8, scale=scale)), "image/png"))
+    if len(images):  # none when no candidate reached min_confidence
+        items.append(PutItem(sheet_key, lambda: png_bytes(grid(images, 8, scale=scale)), "image/png"))
     ctx.storage.put_many(items)
 
-    height, width = images.shape[1:3]
+    height, width = images.shape[1:3] if len(images) else (0, 0)
     output = {
         "model": ref,
         "conditions": names,
         "images": [{"index": i, "seed": s, "key": items[i].key, "width": int(width), "height": int(height)}
                    for i, s in enumerate(seeds)],
-        "contact_sheet": {"key": sheet_key},
+        **({"contact_sheet": {"key": sheet_key}} if len(images) else {}),
         "sampling": {"mode": mode, **({"spread": inp.sampling.spread} if mode == "class_mean" else
                                       {"temperature": inp.temperature})},
     }
+    if selection is not None:
+        output["selection"] = selection
     if interpreted is not None:
         output["prompt"] = inp.prompt
         output["interpreted"] = interpreted
-    judged = _explain(ctx, meta, cond, images)
+    judged = _explain(ctx, meta, cond, images) if len(images) else None
     if judged:
         output["classifier"] = judged.pop("classifier")
         if "nearest_skipped" in judged:
@@ -96,6 +112,45 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
             image["description"] = copy
     write_manifest(ctx.storage, job, output, seeds={"base": seed, "per_image": seeds}, model=ref)
     return output
+
+
+CANDIDATE_BATCH = 16
+
+
+def _select(ctx: WorkerContext, meta: ModelVersion, cond: dict[str, int], inp: GenerateImagesInput, seed: int,
+            draw: Callable[[list[int]], np.ndarray], should_stop: ShouldStop
+            ) -> tuple[list[int], np.ndarray, dict[str, Any]]:
+    """Candidates with seeds seed, seed+1, ... in batches until n reach τ for the requested type (by
+    the dataset's classifier, calibrated) or n × max_attempts are drawn; the n most confident of
+    those at or above τ, most confident first (ties: the lower seed). Deterministic for a seed."""
+    judge = ctx.registry.for_dataset(("classifier",), meta.dataset, meta.vocabulary)
+    if judge is None:
+        raise JobFailure(f"no classifier trained on {meta.dataset} to judge min_confidence", code="no_classifier",
+                         field="input.min_confidence")
+    head = roles_of(meta)["type"]
+    wanted, limit, tau = inp.n, inp.n * inp.max_attempts, float(inp.min_confidence or 0.0)
+    judge_model = ctx.load_model(judge.ref)
+    seeds: list[int] = []
+    batches: list[np.ndarray] = []
+    confidence: list[float] = []
+    while sum(c >= tau for c in confidence) < wanted and len(seeds) < limit:
+        if should_stop():
+            raise JobCanceled()
+        batch = [seed + len(seeds) + j for j in range(min(max(CANDIDATE_BATCH, wanted), limit - len(seeds)))]
+        images = draw(batch)
+        probs = classifier.predict(judge_model, to_float(images).to(ctx.device))[head][:, cond[head]]
+        seeds += batch
+        batches.append(images)
+        confidence += [float(p) for p in probs.cpu()]
+    candidates = np.concatenate(batches)
+    passed = sorted((i for i, c in enumerate(confidence) if c >= tau), key=lambda i: (-confidence[i], seeds[i]))
+    keep = passed[:wanted]
+    selection = {"min_confidence": tau, "classifier": judge.ref, "condition": head, "drawn": len(seeds),
+                 "rejected": len(seeds) - len(passed), "returned": len(keep), "requested": wanted}
+    if len(keep) < wanted:
+        selection["shortfall"] = (f"only {len(keep)} of {len(seeds)} candidates reached {tau:g} for "
+                                  f"{meta.vocabulary[head][cond[head]]}; returning {len(keep)}, not {wanted}")
+    return [seeds[i] for i in keep], candidates[keep], selection
 
 
 def _descriptions(ctx: WorkerContext, inp: GenerateImagesInput, meta: ModelVersion, names: dict[str, str],

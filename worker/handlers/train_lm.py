@@ -5,19 +5,14 @@ metrics with held-out perplexity per epoch, a curve PNG, sample copy)."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-
-import torch
 
 from shared.errors import JobFailure
 from shared.registry import model_prefix, parse_ref
 from shared.schemas import Job, TrainInput
 from shared.settings import Settings
-from shared.storage import PutItem
 from worker.context import WorkerContext
 from worker.datasets.descriptions import vary_context
 from worker.datasets.store import load_pairs
@@ -26,13 +21,11 @@ from worker.handlers.common import (
     ShouldStop,
     StorageCheckpoint,
     claim_model_version,
-    publish,
     scaled,
     train_params,
-    write_manifest,
 )
+from worker.handlers.publishing import Version, publish_version
 from worker.models import lm
-from worker.plots import loss_curve_png
 from worker.training.lm_trainer import train_lm
 
 SAMPLE_CONTEXTS = 6
@@ -41,7 +34,6 @@ SAMPLE_CONTEXTS = 6
 def train_language_model(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop) -> dict:
     inp = TrainInput(**job.input)
     ref = claim_model_version(ctx, job, "lm")
-    family, version = parse_ref(ref)
     train, test = load_pairs(inp.dataset, ctx.storage, ctx.settings, scaled(progress, 0.0, 0.03))
     preset = lm.PRESETS[inp.preset.value]
     config = replace(lm.LMConfig(), **preset["model"])
@@ -63,41 +55,22 @@ def train_language_model(ctx: WorkerContext, job: Job, progress: Progress, shoul
         raise JobFailure(str(exc), code="invalid_base_model", field="input.base_model") from exc
     progress(0.92, "writing the model version")
     model = result.model
-    config, tokenizer = model.config, model.tokenizer
     samples = [{"context": c, "reference": d,
                 "generated": lm.generate(model, c, [params.seed], lm.SamplingParams(max_tokens=60), ctx.device)[0]}
                for c, d in test[:SAMPLE_CONTEXTS]]
-    prefix = model_prefix(family, version)
-    weights = io.BytesIO()
-    torch.save(lm.to_checkpoint(model), weights)
-    curve = loss_curve_png(result.history, f"{ref} on {inp.dataset}",
-                           {"train": "train_perplexity", "held-out": "test_perplexity"}, "perplexity per token")
-    ctx.storage.put_many([PutItem(prefix + "model.pt", weights.getvalue()),
-                          PutItem(prefix + "tokenizer.json", tokenizer.to_str().encode(), "application/json"),
-                          PutItem(prefix + "loss_curve.png", curve, "image/png")])
-    ctx.storage.put_json(prefix + "config.json", {"model": asdict(config), "train": asdict(params),
-                                                  "preset": inp.preset.value, "base_model": inp.base_model})
-    metrics = {"final": result.final, "history": result.history, "resumed_from_epoch": result.resumed_from_epoch,
-               "train_examples": min(len(train), params.max_train_examples or len(train)),
-               "device": str(ctx.device)}
-    ctx.storage.put_json(prefix + "metrics.json", metrics)
-    ctx.storage.put_json(prefix + "samples.json", samples)
-    summary = {"family": family, "version": version, "ref": ref, "dataset": inp.dataset,
-               "created_at": datetime.now(UTC).isoformat(), "job_id": job.id,
-               "metrics": {"test_perplexity": result.final.get("test_perplexity"),
-                           "train_perplexity": result.final.get("train_perplexity"), "epochs": len(result.history),
-                           "base_model": inp.base_model},
-               "vocabulary": {}}
-    ctx.storage.put_json(prefix + "model.json", summary)  # written last: the version is complete
-    promotion = publish(ctx, summary, inp.promote)
-    output = {"model": ref, "active": promotion["active"], "promotion": promotion,
-              "metrics": summary["metrics"], "samples": samples,
-              "artifacts": {"weights": {"key": prefix + "model.pt"}, "tokenizer": {"key": prefix + "tokenizer.json"},
-                            "loss_curve": {"key": prefix + "loss_curve.png"},
-                            "metrics": {"key": prefix + "metrics.json"}, "config": {"key": prefix + "config.json"}}}
-    write_manifest(ctx.storage, job, output, seeds={"train": params.seed}, model=ref)
-    ctx.storage.delete(f"jobs/{job.id}/checkpoint.pt")
-    return output
+    prefix = model_prefix(*parse_ref(ref))
+    version = Version(
+        ref=ref, checkpoint=lm.to_checkpoint(model),
+        config={"model": asdict(model.config), "train": asdict(params), "base_model": inp.base_model},
+        metrics={"train_examples": min(len(train), params.max_train_examples or len(train))},
+        headline={"test_perplexity": result.final.get("test_perplexity"),
+                  "train_perplexity": result.final.get("train_perplexity"), "base_model": inp.base_model},
+        vocabulary={}, curves={"train": "train_perplexity", "held-out": "test_perplexity"},
+        curve_unit="perplexity per token",
+        files={"tokenizer.json": (model.tokenizer.to_str().encode(), "application/json")},
+        documents={"samples.json": samples}, artifacts={"tokenizer": {"key": prefix + "tokenizer.json"}},
+        output={"samples": samples})
+    return publish_version(ctx, job, inp, params, result, version)
 
 
 def base_model_dir(settings: Settings, name: str) -> Path:

@@ -28,7 +28,14 @@ class ClassifierConfig:
     blocks: int = 2  # residual blocks per stage
     dropout: float = 0.2
     stages: int = 3  # each after the first halves the resolution
-    input_size: int | None = None  # the resolution the network sees; None: the images' own
+    input_size: int | None = None  # the height the network sees; None: the images' own
+    # The central share of the width kept before resizing: the catalog's 60x80 originals are
+    # letterboxed into 64x64, so a quarter of each image's width is white margin (0.75 drops it and
+    # gives the product more of the network's pixels at the same cost).
+    crop_width: float = 1.0
+    # Average the logits and features of the image and its mirror image at inference (products are
+    # left-right symmetric in meaning; training flips them too).
+    flip_average: bool = False
     temperatures: dict[str, float] = field(default_factory=dict)  # head -> fitted softmax temperature
     # head -> log share of each class in the training images: subtracted from the logits, it gives the
     # class-balanced reading ("is this a jumpsuit?" whatever jumpsuits' share of the catalog)
@@ -120,16 +127,42 @@ class Classifier(nn.Module):
             name: nn.Linear(config.feature_dim + (COLOUR_STATS if name in config.colour_heads else 0), n)
             for name, n in config.conditions.items()})
 
+    def input_shape(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) the network sees for images of this size."""
+        kept = max(1, round(width * self.config.crop_width))
+        size = self.config.input_size or height
+        return size, max(1, round(size * kept / height))
+
     def resize(self, x: torch.Tensor) -> torch.Tensor:
-        """Images at the resolution the network sees (area downsampling keeps every pixel's colour)."""
-        size = self.config.input_size
-        if size is None or tuple(x.shape[-2:]) == (size, size):
+        """Images cropped and resized to what the network sees (area downsampling keeps every pixel's colour)."""
+        h, w = x.shape[-2:]
+        kept = max(1, round(w * self.config.crop_width))
+        if kept < w:
+            left = (w - kept) // 2
+            x = x[..., left:left + kept]
+        shape = self.input_shape(h, w)
+        if tuple(x.shape[-2:]) == shape:
             return x
-        return F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] >= size else "bilinear")
+        return F.interpolate(x, size=shape, mode="area" if x.shape[-2] >= shape[0] else "bilinear")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, C, H, W] in [0, 1] -> [B, feature_dim]: the pooled last stage."""
-        return self.pooled(self.resize(x))
+        """[B, C, H, W] in [0, 1] -> [B, feature_dim]: the pooled last stage (eval mode, as `infer`)."""
+        return self.infer(x)[1]
+
+    def infer(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Inference in eval mode: raw logits per head and pooled features, averaged over the image and
+        its mirror image when the config says so."""
+        x = self.resize(x)
+        features = self.pooled(x)
+        logits = self.head_logits(features, x)
+        if self.config.flip_average:
+            mirror = x.flip(-1)
+            mirrored = self.pooled(mirror)
+            logits = {name: (out + other) / 2
+                      for (name, out), other in zip(logits.items(), self.head_logits(mirrored, mirror).values(),
+                                                    strict=True)}
+            features = (features + mirrored) / 2
+        return logits, features
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """Images already at `input_size` -> pooled features (the training loop resizes once)."""
@@ -164,10 +197,9 @@ def predict_with_features(model: Classifier, x: torch.Tensor, *, balanced: bool 
     (logit adjustment, Menon et al. 2021), for judging rare classes; otherwise calibrated for the
     catalog's own mix."""
     model.eval()
-    x = model.resize(x)
-    features = model.pooled(x)
+    raw, features = model.infer(x)
     out = {}
-    for name, logits in model.head_logits(features, x).items():  # eval: no dropout
+    for name, logits in raw.items():  # eval: no dropout
         prior = model.config.log_priors.get(name)
         if balanced and prior is not None:
             logits = logits - torch.tensor(prior, dtype=logits.dtype, device=logits.device)

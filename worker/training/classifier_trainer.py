@@ -26,9 +26,11 @@ from worker.training.common import (
     CheckpointIO,
     Progress,
     ShouldStop,
+    TimeBudget,
     TrainParams,
     TrainResult,
     batches,
+    epoch_order,
     resume,
     save_epoch,
     to_batch,
@@ -64,18 +66,6 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
 
 
-def epoch_order(split: ImageSplit, rng: np.random.Generator, balance_by: str | None = None,
-                power: float = 1.0) -> np.ndarray:
-    """One epoch's example order: a permutation, or with `balance_by` len(split) draws with
-    replacement, each example weighted count(its class)^-power (1: every class equally likely)."""
-    if balance_by is None or power == 0:
-        return rng.permutation(len(split))
-    labels = split.conditions[balance_by]
-    counts = np.bincount(labels).astype(np.float64)
-    p = counts[labels] ** -power
-    return rng.choice(len(split), size=len(split), replace=True, p=p / p.sum())
-
-
 def inverse_frequency(split: ImageSplit, condition: str, classes: int, device: torch.device) -> torch.Tensor:
     """Cross-entropy class weights n / (classes * count), so a balanced set has every weight 1."""
     counts = np.bincount(split.conditions[condition], minlength=classes).astype(np.float64)
@@ -90,7 +80,7 @@ def held_out_logits(model: Classifier, split: ImageSplit, device: torch.device,
     model.eval()
     out: dict[str, list[torch.Tensor]] = {name: [] for name in model.heads}
     for x, _ in batches(split, batch_size, device):
-        for name, logits in model(x).items():
+        for name, logits in model.infer(x)[0].items():
             out[name].append(logits.float().cpu())
     return {name: torch.cat(v) if v else torch.zeros(0, model.heads[name].out_features) for name, v in out.items()}
 
@@ -175,22 +165,13 @@ class Schedule:
     """Warm-up then one cosine decay over the run. With a time budget, the run's progress is the
     larger of steps done and time used, so a slower machine still ends on a decayed learning rate."""
 
-    def __init__(self, peak: float, total_steps: int, warmup_fraction: float, max_minutes: float | None) -> None:
+    def __init__(self, peak: float, total_steps: int, warmup_fraction: float, budget: TimeBudget) -> None:
         self.peak, self.total = peak, max(total_steps, 1)
         self.warmup = max(1, int(warmup_fraction * self.total))
-        self.budget_s = max_minutes * 60 if max_minutes else None
-        self.elapsed_before = 0.0  # time spent in earlier attempts (a resumed job)
-        self.started = time.monotonic()
-
-    def elapsed(self) -> float:
-        return self.elapsed_before + time.monotonic() - self.started
+        self.budget = budget
 
     def progress(self, step: int) -> float:
-        by_steps = step / self.total
-        return max(by_steps, self.elapsed() / self.budget_s) if self.budget_s else by_steps
-
-    def out_of_time(self) -> bool:
-        return self.budget_s is not None and self.elapsed() >= self.budget_s
+        return max(step / self.total, self.budget.fraction())
 
     def rate(self, step: int) -> float:
         if step < self.warmup:
@@ -221,13 +202,12 @@ def train_classifier(config: ClassifierConfig, params: TrainParams, train: Image
     resume(checkpoint, result, parts)
     steps_per_epoch = max(1, math.ceil(len(train) / params.batch_size))
     total_steps = params.epochs * steps_per_epoch
-    schedule = Schedule(params.learning_rate, total_steps, recipe.warmup_fraction, params.max_minutes)
-    schedule.elapsed_before = sum(row.get("seconds", 0.0) for row in result.history)
+    budget = TimeBudget(params.max_minutes, result.history)
+    schedule = Schedule(params.learning_rate, total_steps, recipe.warmup_fraction, budget)
     weights = class_weights or {}
     for epoch in range(result.resumed_from_epoch, params.epochs):
-        if schedule.out_of_time():  # crossed while the last epoch was evaluated, or before a resume
-            result.stopped_early = result.stopped_early or (
-                f"time budget of {params.max_minutes:g} min reached after epoch {epoch}")
+        if budget.out_of_time():  # crossed while the last epoch was evaluated, or before a resume
+            result.stopped_early = result.stopped_early or budget.reason(epoch)
             break
         model.train()
         order = epoch_order(train, np.random.default_rng([params.seed, epoch]), oversample_by,
@@ -254,9 +234,8 @@ def train_classifier(config: ClassifierConfig, params: TrainParams, train: Image
             steps += 1
             progress(max(done + 1, schedule.progress(done + 1) * total_steps) / total_steps,
                      f"epoch {epoch + 1}/{params.epochs}, batch {step + 1}/{steps_per_epoch}, loss {loss.item():.3f}")
-            if schedule.out_of_time():
-                result.stopped_early = (f"time budget of {params.max_minutes:g} min reached at epoch {epoch + 1}, "
-                                        f"batch {step + 1}/{steps_per_epoch}")
+            if budget.out_of_time():
+                result.stopped_early = budget.reason(epoch + 1, step + 1, steps_per_epoch)
                 break
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(steps, 1),
                "seconds": round(time.monotonic() - epoch_started, 1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -50,6 +51,18 @@ def to_batch(split: ImageSplit, idx: np.ndarray, device: torch.device) -> tuple[
     return x, cond
 
 
+def epoch_order(split: ImageSplit, rng: np.random.Generator, balance_by: str | None = None,
+                power: float = 1.0) -> np.ndarray:
+    """One epoch's example order: a permutation, or with `balance_by` len(split) draws with
+    replacement, each example weighted count(its class)^-power (1: every class equally likely)."""
+    if balance_by is None or power == 0:
+        return rng.permutation(len(split))
+    labels = split.conditions[balance_by]
+    counts = np.bincount(labels).astype(np.float64)
+    p = counts[labels] ** -power
+    return rng.choice(len(split), size=len(split), replace=True, p=p / p.sum())
+
+
 Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
 
@@ -73,3 +86,29 @@ def resume(checkpoint: CheckpointIO | None, result: TrainResult, parts: dict[str
 def save_epoch(checkpoint: CheckpointIO | None, result: TrainResult, parts: dict[str, Any]) -> None:
     if checkpoint:
         checkpoint.save({**{name: part.state_dict() for name, part in parts.items()}, "history": result.history})
+
+
+class TimeBudget:
+    """`max_minutes` of training, counted across attempts (a resumed job brings the seconds its earlier
+    epochs took). Every trainer checks it at the end of each step, so a run stops at the end of the
+    step that crosses it and then evaluates and publishes what it has."""
+
+    def __init__(self, max_minutes: float | None, history: list[dict[str, float]] | None = None) -> None:
+        self.max_minutes = max_minutes
+        self.budget_s = max_minutes * 60 if max_minutes else None
+        self.elapsed_before = sum(row.get("seconds", 0.0) for row in history or [])
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def fraction(self) -> float:
+        """Share of the budget used (0 without one)."""
+        return self.elapsed() / self.budget_s if self.budget_s else 0.0
+
+    def out_of_time(self) -> bool:
+        return self.budget_s is not None and self.elapsed() >= self.budget_s
+
+    def reason(self, epoch: int, step: int | None = None, steps: int | None = None) -> str:
+        where = f"at epoch {epoch}, batch {step}/{steps}" if step is not None else f"after epoch {epoch}"
+        return f"time budget of {self.max_minutes:g} min reached {where}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from worker.training.common import (
     CheckpointIO,
     Progress,
     ShouldStop,
+    TimeBudget,
     TrainParams,
     TrainResult,
     batches,
@@ -58,9 +60,14 @@ def train_cvae(config: CVAEConfig, params: TrainParams, train: ImageSplit, test:
     if result.resumed_from_epoch:
         log.info("resuming training after epoch %d", result.resumed_from_epoch)
 
+    budget = TimeBudget(params.max_minutes, result.history)
     steps_per_epoch = math.ceil(len(train) / params.batch_size)
     total_steps = params.epochs * steps_per_epoch
     for epoch in range(result.resumed_from_epoch, params.epochs):
+        if budget.out_of_time():
+            result.stopped_early = result.stopped_early or budget.reason(epoch)
+            break
+        epoch_started, seen = time.monotonic(), 0
         model.train()
         # Shuffle order depends only on (seed, epoch), so a resumed run sees the same batches.
         order = np.random.default_rng([params.seed, epoch]).permutation(len(train))
@@ -81,17 +88,25 @@ def train_cvae(config: CVAEConfig, params: TrainParams, train: ImageSplit, test:
             optimizer.step()
             sums["recon"] += recon.item() * len(idx)
             sums["kl"] += kl.item() * len(idx)
+            seen += len(idx)
             done = epoch * steps_per_epoch + step + 1
-            progress(done / total_steps,
+            progress(max(done / total_steps, budget.fraction()),
                      f"epoch {epoch + 1}/{params.epochs}, batch {step + 1}/{steps_per_epoch}, loss {loss.item():.1f}")
+            if budget.out_of_time():
+                result.stopped_early = budget.reason(epoch + 1, step + 1, steps_per_epoch)
+                break
         held_out = evaluate(model, test, params.batch_size, device, params.seed)
-        row = {"epoch": epoch + 1, "train_loss": (sums["recon"] + sums["kl"]) / len(train),
-               "train_recon": sums["recon"] / len(train), "train_kl": sums["kl"] / len(train),
+        n = max(seen, 1)
+        row = {"epoch": epoch + 1, "train_loss": (sums["recon"] + sums["kl"]) / n,
+               "train_recon": sums["recon"] / n, "train_kl": sums["kl"] / n,
+               "seconds": round(time.monotonic() - epoch_started, 1),
                "test_loss": held_out["loss"], "test_recon": held_out["recon"], "test_kl": held_out["kl"]}
         result.history.append(row)
-        progress((epoch + 1) / params.epochs, f"epoch {epoch + 1}/{params.epochs} done, "
-                                              f"test loss {held_out['loss']:.2f}")
+        progress(min(1.0, max((epoch + 1) / params.epochs, budget.fraction())),
+                 f"epoch {epoch + 1}/{params.epochs} done, test loss {held_out['loss']:.2f}")
         save_epoch(checkpoint, result, parts)
+        if result.stopped_early:
+            break
     fit_latent_statistics(model, batches(train, params.batch_size, device))
     model.eval()
     return result

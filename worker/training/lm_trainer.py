@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -13,7 +14,16 @@ import torch
 
 from shared.errors import JobCanceled
 from worker.models.lm import LanguageModel, encode_pair, special_id
-from worker.training.common import CheckpointIO, Progress, ShouldStop, TrainParams, TrainResult, resume, save_epoch
+from worker.training.common import (
+    CheckpointIO,
+    Progress,
+    ShouldStop,
+    TimeBudget,
+    TrainParams,
+    TrainResult,
+    resume,
+    save_epoch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +80,14 @@ def train_lm(build: Callable[[], LanguageModel], params: TrainParams, train: Seq
     result = TrainResult(model=lm)
     parts = {"model": lm.model, "optimizer": optimizer}
     resume(checkpoint, result, parts)
+    budget = TimeBudget(params.max_minutes, result.history)
     steps_per_epoch = max(1, math.ceil(len(train) / params.batch_size))
     total_steps = params.epochs * steps_per_epoch
     for epoch in range(result.resumed_from_epoch, params.epochs):
+        if budget.out_of_time():
+            result.stopped_early = result.stopped_early or budget.reason(epoch)
+            break
+        epoch_started = time.monotonic()
         lm.model.train()
         rng = np.random.default_rng([params.seed, epoch])
         order = rng.permutation(len(train))
@@ -95,14 +110,20 @@ def train_lm(build: Callable[[], LanguageModel], params: TrainParams, train: Seq
             n = int((labels[:, 1:] != IGNORE).sum())
             loss_sum += loss.item() * n
             tokens += n
-            progress((epoch * steps_per_epoch + step + 1) / total_steps,
+            progress(max((epoch * steps_per_epoch + step + 1) / total_steps, budget.fraction()),
                      f"epoch {epoch + 1}/{params.epochs}, batch {step + 1}/{steps_per_epoch}, loss {loss.item():.3f}")
+            if budget.out_of_time():
+                result.stopped_early = budget.reason(epoch + 1, step + 1, steps_per_epoch)
+                break
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(tokens, 1),
+               "seconds": round(time.monotonic() - epoch_started, 1),
                "test_perplexity": perplexity(lm, test, params.batch_size, device)}
         row["train_perplexity"] = math.exp(row["train_loss"])
         result.history.append(row)
-        progress((epoch + 1) / params.epochs, f"epoch {epoch + 1}/{params.epochs} done, held-out perplexity "
-                                              f"{row['test_perplexity']:.2f}")
+        progress(min(1.0, max((epoch + 1) / params.epochs, budget.fraction())),
+                 f"epoch {epoch + 1}/{params.epochs} done, held-out perplexity {row['test_perplexity']:.2f}")
         save_epoch(checkpoint, result, parts)
+        if result.stopped_early:
+            break
     lm.model.eval()
     return result

@@ -36,6 +36,8 @@ const builders = {
     const model = value(form, "model");
     if (model.startsWith("family:")) input.family = model.slice(7); else input.model = model;
     if (what === "images+descriptions") input.descriptions = Math.min(Number(value(form, "k")), input.n);
+    const tau = value(form, "min_confidence");
+    if (tau !== null) input.min_confidence = Number(tau);
     if (seed !== null) input.seed = Number(seed);
     return { type: "generate_images", input };
   },

@@ -1,0 +1,97 @@
+"""The model-family contract (worker/families.py), run over every family: a new family passes these
+with its model file, its trainer, its ImageFamily entry and its row in shared/families.py."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from shared.families import AUGMENT_FAMILIES, FACTS, IMAGE_FAMILIES, Family
+from shared.schemas import TrainInput
+from tests.test_cgan import toy_split
+from worker.datasets.base import ImageDataset
+from worker.families import IMAGE_FAMILIES as CONTRACTS
+from worker.families import LOADERS, SampleRequest
+from worker.training.common import TrainParams
+
+CPU = torch.device("cpu")
+DATASET = ImageDataset("toy", toy_split(48, 16, 0), toy_split(16, 16, 1),
+                       {"articleType": ["Dress", "Jumpsuit"], "baseColour": ["Black", "Red", "Blue"]},
+                       roles={"type": "articleType", "colour": "baseColour"})
+
+
+def test_every_family_has_one_row_and_a_loader() -> None:
+    assert set(CONTRACTS) == set(IMAGE_FAMILIES)
+    assert set(LOADERS) == set(FACTS) == {f.value for f in Family}
+    assert set(AUGMENT_FAMILIES) <= set(IMAGE_FAMILIES)
+    for name, facts in FACTS.items():
+        assert facts.name == name and facts.primary, name
+
+
+@pytest.fixture(scope="module", params=sorted(CONTRACTS))
+def trained(request: pytest.FixtureRequest) -> tuple[str, object]:
+    family = CONTRACTS[request.param]
+    config = family.config_for(DATASET, "tiny")
+    params = TrainParams(epochs=1, batch_size=16, learning_rate=1e-3, seed=1)
+    result = family.train(config, params, DATASET.train, DATASET.test, device=CPU, progress=lambda *_: None,
+                          should_stop=lambda: False, stratify_by="articleType",
+                          recipe=family.recipe_for("tiny"))
+    assert len(result.history) == 1 and result.history[0]["seconds"] >= 0
+    return request.param, result.model
+
+
+def test_samples_are_images_deterministic_per_seed_and_vary_across_seeds(trained: tuple[str, object]) -> None:
+    name, model = trained
+    family = CONTRACTS[name]
+    request = SampleRequest({"articleType": 1, "baseColour": 0}, [5, 6, 7])
+    images = family.sample(model, request, CPU)
+    assert images.shape == (3, 3, 16, 16) and images.dtype == torch.float32
+    assert 0 <= float(images.min()) and float(images.max()) <= 1
+    assert torch.equal(images, family.sample(model, request, CPU))
+    assert not torch.equal(images[0], images[1])
+
+
+def test_checkpoint_round_trip_gives_the_same_images(trained: tuple[str, object]) -> None:
+    name, model = trained
+    family = CONTRACTS[name]
+    buffer = io.BytesIO()
+    torch.save(family.checkpoint(model), buffer)
+    checkpoint = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    assert checkpoint["family"] == name
+    restored = LOADERS[name](checkpoint)
+    request = SampleRequest({"articleType": 0, "baseColour": 2}, [11, 12])
+    assert torch.equal(family.sample(model, request, CPU), family.sample(restored, request, CPU))
+
+
+def test_interpolation_hooks(trained: tuple[str, object]) -> None:
+    name, model = trained
+    family = CONTRACTS[name]
+    if not family.facts.interpolates:
+        pytest.skip(f"{name} does not interpolate")
+    cond = {"articleType": torch.tensor([0]), "baseColour": torch.tensor([1])}
+    z = family.latent(model, {"articleType": 0, "baseColour": 1}, 3, CPU)
+    e = family.embed(model, cond)
+    images = family.decode(model, torch.cat([z, z]), torch.cat([e, e]))
+    assert images.shape == (2, 3, 16, 16)
+    assert (family.encode is not None) == family.facts.encodes
+    if family.encode is not None:
+        assert family.encode(model, images[:1], cond).shape == z.shape
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACTS))
+def test_training_stops_at_its_time_budget(name: str) -> None:
+    family = CONTRACTS[name]
+    config = family.config_for(DATASET, "tiny")
+    params = TrainParams(epochs=500, batch_size=8, learning_rate=1e-3, seed=1, max_minutes=0.3 / 60)
+    result = family.train(config, params, DATASET.train, DATASET.test, device=CPU, progress=lambda *_: None,
+                          should_stop=lambda: False, stratify_by="articleType", recipe=family.recipe_for("tiny"))
+    assert result.stopped_early and "time budget" in result.stopped_early
+    assert 1 <= len(result.history) < 500
+
+
+@pytest.mark.parametrize("name", sorted(FACTS))
+def test_every_family_takes_a_time_budget_at_submit(name: str) -> None:
+    inp = TrainInput(family=name, dataset="catalog", max_minutes=5)
+    assert inp.max_minutes == 5
