@@ -314,3 +314,12 @@ def test_generate_returns_only_images_the_classifier_believes(client: Client, ca
     assert ("contact_sheet" in strict) == (expected > 0)
     again = run(client, "generate_images", {**base, "min_confidence": tau})["output"]
     assert [client.download(i["url"]) for i in again["images"]] == [client.download(i["url"]) for i in strict["images"]]
+
+
+def test_a_cvae_version_carries_its_latent_map(catalog_models: dict[str, str], storage: Storage) -> None:
+    """Seed 003: the held-out latent means projected with t-SNE, coloured by type, beside the weights."""
+    family, version = catalog_models["cvae"].split("@")
+    latent_map = Image.open(io.BytesIO(storage.get(f"models/{family}/{version}/latent_map.png")))
+    assert latent_map.format == "PNG" and latent_map.width > 300
+    family, version = catalog_models["cgan"].split("@")
+    assert not storage.exists(f"models/{family}/{version}/latent_map.png")  # a GAN has no encoder

@@ -9,8 +9,15 @@ import torch
 from tests.support import whole_and_resumed
 from worker.datasets.base import ImageSplit
 from worker.models import cgan
-from worker.training.cgan_trainer import train_cgan, translate
-from worker.training.common import TrainParams
+from worker.training.cgan_trainer import (
+    GANRecipe,
+    cutout,
+    mode_seeking_loss,
+    paired_conditions,
+    train_cgan,
+    translate,
+)
+from worker.training.common import TrainParams, epoch_order
 
 CPU = torch.device("cpu")
 
@@ -114,3 +121,45 @@ def test_checkpoint_round_trip_keeps_the_sampler() -> None:
     restored = cgan.from_checkpoint(cgan.to_checkpoint(model))
     assert torch.equal(cgan.sample(model, {"articleType": 1, "baseColour": 2}, [5]),
                        cgan.sample(restored, {"articleType": 1, "baseColour": 2}, [5]))
+
+
+def test_noise_reaches_every_block() -> None:
+    """With noise_in_blocks, each block's conditional batch norm sees z as well as the conditions."""
+    model = cgan.CGAN(config(noise_in_blocks=True))
+    latent = model.config.latent_dim
+    assert all(norm.gain.in_features == model.generator.embed.out_dim + latent for norm in model.generator.norms)
+    old = cgan.CGAN(config())  # checkpoints from before keep their shapes
+    assert all(norm.gain.in_features == old.generator.embed.out_dim for norm in old.generator.norms)
+
+
+def test_mode_seeking_loss_falls_as_paired_images_differ() -> None:
+    z = torch.randn(8, 16)
+    same = torch.zeros(8, 3, 4, 4)
+    apart = torch.cat([torch.zeros(4, 3, 4, 4), torch.ones(4, 3, 4, 4)])
+    assert mode_seeking_loss(apart, z) < mode_seeking_loss(same, z)
+    assert torch.isfinite(mode_seeking_loss(same, z))
+
+
+def test_fakes_take_the_real_batch_conditions_in_pairs() -> None:
+    cond = {"articleType": torch.tensor([3, 1, 4, 1, 5]), "baseColour": torch.tensor([0, 1, 2, 0, 1])}
+    paired = paired_conditions(cond, 5)
+    assert paired["articleType"].tolist() == [3, 1, 4, 3, 1] and paired["baseColour"].tolist() == [0, 1, 2, 0, 1]
+
+
+def test_cutout_blanks_one_square_per_image_and_keeps_the_rest() -> None:
+    x = torch.ones(64, 3, 16, 16)
+    out = cutout(x, torch.Generator().manual_seed(0))
+    blanked = (out == 0).all(dim=1).flatten(1).sum(dim=1)
+    assert (blanked > 0).all() and (blanked <= 64).all() and ((out == 0) | (out == 1)).all()
+
+
+def test_class_balanced_draws_show_rare_types_more_often_than_their_share() -> None:
+    split = toy_split(64)
+    split.conditions["articleType"][:] = 0
+    split.conditions["articleType"][:4] = 1  # a rare type: 4 of 64
+    result = train_cgan(config(noise_in_blocks=True), params(1), split, toy_split(16, seed=1), device=CPU,
+                        progress=lambda *_: None, should_stop=lambda: False, stratify_by="articleType",
+                        recipe=GANRecipe(balance_power=1.0))
+    assert result.history[0]["mode_seeking"] > 0
+    order = epoch_order(split, np.random.default_rng(0), "articleType", 1.0)
+    assert 0.3 < float((split.conditions["articleType"][order] == 1).mean()) < 0.7

@@ -23,7 +23,8 @@ from worker.handlers.publishing import Version, publish_version
 from worker.handlers.train_classifier import train_domain_classifier
 from worker.handlers.train_lm import train_language_model
 from worker.images import grid, png_bytes, to_uint8
-from worker.training.common import TrainParams
+from worker.plots import latent_map_png
+from worker.training.common import TrainParams, batches
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,11 @@ def train_generator(ctx: WorkerContext, job: Job, inp: TrainInput, dataset: Imag
     samples = sample_grids(family, result.model, dataset, ctx.device, params.seed)
     prefix = model_prefix(*parse_ref(ref))
     kind = type_condition(dataset)
+    extra: dict[str, Any] = {}
+    if family.encode is not None:
+        progress(0.95, "projecting the held-out latents (t-SNE)")
+        samples["latent_map.png"] = latent_map(family, result.model, dataset, ref, ctx.device, params.seed)
+        extra["latent_map"] = {"key": prefix + "latent_map.png"}
     version = Version(
         ref=ref, checkpoint=family.checkpoint(result.model),
         config={"model": asdict(config), "train": asdict(params),
@@ -118,11 +124,28 @@ def train_generator(ctx: WorkerContext, job: Job, inp: TrainInput, dataset: Imag
         files={name: (data, "image/png") for name, data in samples.items()},
         artifacts={"sample_grid": {"key": prefix + "samples/all_classes.png"},
                    "class_samples": [{"class": name, "key": f"{prefix}samples/{i:03d}.png"}
-                                     for i, name in enumerate(dataset.vocabulary[kind])]},
+                                     for i, name in enumerate(dataset.vocabulary[kind])], **extra},
         summary={"counts": counts_of(dataset), "roles": dataset.roles or {"type": kind},
                  "joint_counts": joint_counts(dataset)},
         output={"evaluation": evaluation})
     return publish_version(ctx, job, inp, params, result, version)
+
+
+LATENT_MAP_IMAGES = 2000
+
+
+def latent_map(family: ImageFamily, model: Any, dataset: ImageDataset, ref: str, device: torch.device,
+               seed: int) -> bytes:
+    """t-SNE of the held-out images' posterior means (up to LATENT_MAP_IMAGES), coloured by type."""
+    test = dataset.test
+    if len(test) > LATENT_MAP_IMAGES:
+        test = test.take(np.sort(np.random.default_rng(seed).permutation(len(test))[:LATENT_MAP_IMAGES]))
+    assert family.encode is not None
+    with torch.no_grad():
+        latents = torch.cat([family.encode(model, x, cond).float().cpu() for x, cond in batches(test, 256, device)])
+    kind = type_condition(dataset)
+    return latent_map_png(latents.numpy(), test.conditions[kind], dataset.vocabulary[kind],
+                          f"{ref}: held-out latent means (t-SNE), by {kind}", seed)
 
 
 EVAL_IMAGES = {"tiny": 128, "cpu": 1000, "gpu": 2000}  # generated images compared with as many held-out ones

@@ -53,7 +53,7 @@ PRESETS: dict[str, dict[str, Any]] = {
              "train": {"epochs": 1, "batch_size": 64, "learning_rate": 2e-3, "max_train_examples": 512,
                        "max_eval_examples": 256}},
     "cpu": {"model": {"width": 32, "embed_dim": 16},
-            "train": {"epochs": 10, "batch_size": 128, "learning_rate": 1e-3}},
+            "train": {"epochs": 10, "batch_size": 128, "learning_rate": 1e-3, "max_minutes": 25}},
     "gpu": {"model": {"width": 64, "embed_dim": 32},
             "train": {"epochs": 40, "batch_size": 256, "learning_rate": 1e-3}},
 }

@@ -38,7 +38,7 @@ PRESETS: dict[str, dict[str, Any]] = {
              "train": {"epochs": 1, "batch_size": 16, "learning_rate": 3e-3, "max_train_examples": 256,
                        "max_eval_examples": 64}},
     "cpu": {"model": {"vocab_size": 4096, "n_positions": 192, "n_embd": 192, "n_layer": 4, "n_head": 4},
-            "train": {"epochs": 4, "batch_size": 32, "learning_rate": 1e-3}},
+            "train": {"epochs": 4, "batch_size": 32, "learning_rate": 1e-3, "max_minutes": 25}},
     "gpu": {"model": {"vocab_size": 8192, "n_positions": 256, "n_embd": 512, "n_layer": 8, "n_head": 8},
             "train": {"epochs": 10, "batch_size": 64, "learning_rate": 5e-4}},
 }
