@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from api.auth import caller_is_admin
 from api.services import services
 from shared.conditions import resolve_conditions
-from shared.errors import ValidationFailed
+from shared.errors import Forbidden, ValidationFailed
 from shared.families import AUGMENT_FAMILIES, ENCODER_FAMILIES, IMAGE_FAMILIES, facts
 from shared.query_images import decode_base64_image
 from shared.registry import feature_index_key
@@ -45,7 +46,16 @@ def holds_text(name: str, field: str) -> bool:
 
 
 def check_train(req: TrainJobRequest) -> None:
+    """Only an admin key changes which version is active for everyone: an ordinary key's versions
+    are published inactive (`promote: never`, pinned here) until an admin activates one, and asking
+    for anything else is a 403."""
     name, family = req.input.dataset, req.input.family.value
+    if not caller_is_admin():
+        if "promote" in req.input.model_fields_set and req.input.promote != "never":
+            raise Forbidden(f"only an admin key may activate a version (promote: {req.input.promote}); an "
+                            "ordinary key's versions are published inactive, for an admin to activate",
+                            code="admin_only", field="input.promote")
+        req.input.promote = "never"
     if req.input.base_model and family != "lm":
         raise ValidationFailed(f"base_model is for the lm family; {family} trains from a preset",
                                code="unsupported_for_family", field="input.base_model")

@@ -62,6 +62,9 @@ def cli(ctx: click.Context, url: str, key: str | None) -> None:
 @click.option("--dataset", help="train/augment: the dataset")
 @click.option("--preset", type=click.Choice(["tiny", "cpu", "gpu"]), help="train: size preset")
 @click.option("--descriptions", type=int, help="generate_images: describe the first k images")
+@click.option("--min-confidence", type=click.FloatRange(0, 1),
+              help="generate_images: only images the classifier gives at least this for the type")
+@click.option("--max-minutes", type=float, help="train: time budget in minutes")
 @click.option("--set", "-s", "settings", multiple=True, metavar="FIELD=VALUE",
               help="any other input field; VALUE is read as JSON when it parses (-s epochs=3 -s sampling='{...}')")
 @click.option("--input", "input_json", help="the whole input as JSON (options above override it)")
@@ -72,7 +75,8 @@ def cli(ctx: click.Context, url: str, key: str | None) -> None:
 @click.pass_obj
 def submit(client: AtelierClient, job_type: str, prompt: str | None, n: int | None, seed: int | None,
            model: str | None, family: str | None, dataset: str | None, preset: str | None,
-           descriptions: int | None, settings: tuple[str, ...], input_json: str | None, webhook: str | None,
+           descriptions: int | None, min_confidence: float | None, max_minutes: float | None,
+           settings: tuple[str, ...], input_json: str | None, webhook: str | None,
            idempotency_key: str | None, wait_: bool, as_json: bool) -> None:
     """Submit a job of TYPE."""
     try:
@@ -80,7 +84,8 @@ def submit(client: AtelierClient, job_type: str, prompt: str | None, n: int | No
     except json.JSONDecodeError as exc:
         raise CliError(f"--input is not JSON: {exc}") from exc
     given = {"prompt": prompt, "n": n, "seed": seed, "model": model, "family": family, "dataset": dataset,
-             "preset": preset, "descriptions": descriptions}
+             "preset": preset, "descriptions": descriptions, "min_confidence": min_confidence,
+             "max_minutes": max_minutes}
     job_input.update({k: v for k, v in given.items() if v is not None})
     for item in settings:
         field, sep, text = item.partition("=")

@@ -90,6 +90,22 @@ def test_queued_jobs_per_key_are_limited_with_429_and_retry_after(keyed_api: str
     assert call(keyed_api, "POST", "/v1/jobs", "alice", json=TRAIN).status_code == 202
 
 
+def test_only_an_admin_key_activates_a_model_version(keyed_api: str) -> None:
+    """An ordinary key's train jobs publish inactive versions (promote pinned to never); asking for
+    anything else is a 403 naming input.promote. An admin may."""
+    for promote in ("always", "auto"):
+        refused = call(keyed_api, "POST", "/v1/jobs", "bob",
+                       json={**TRAIN, "input": {**TRAIN["input"], "promote": promote}})
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "admin_only" and refused.json()["error"]["field"] == "input.promote"
+    ordinary = call(keyed_api, "POST", "/v1/jobs", "bob", json=TRAIN)
+    assert ordinary.status_code == 202 and ordinary.json()["input"]["promote"] == "never"
+    admin = call(keyed_api, "POST", "/v1/jobs", "ops", json={**TRAIN, "input": {**TRAIN["input"], "promote": "always"}})
+    assert admin.status_code == 202 and admin.json()["input"]["promote"] == "always"
+    for job in (ordinary.json(), admin.json()):
+        call(keyed_api, "POST", f"/v1/jobs/{job['id']}/cancel", "ops")
+
+
 def test_bad_key_lists_stop_the_app(env: dict[str, str]) -> None:
     from api import create_app
 
