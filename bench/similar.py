@@ -7,6 +7,10 @@
 - latency: submit with `Prefer: wait` to the answer, warm, p50 / p95.
 
     .venv/bin/python -m bench.similar [--url http://127.0.0.1:8000] [--queries 500] [--classifier REF]
+
+`--checkpoint classifier.pt` measures precision@5 offline instead, with the same index code over the
+demo catalog (no service, no latency): for comparing classifier recipes before one is trained
+through the service.
 """
 
 from __future__ import annotations
@@ -49,7 +53,11 @@ def main() -> None:
     parser.add_argument("--dataset", default="catalog")
     parser.add_argument("--var", type=Path, default=Path("var"))
     parser.add_argument("--datasets", type=Path, default=Path(os.environ.get("ATELIER_DATASETS", "../shared/datasets")))
+    parser.add_argument("--checkpoint", type=Path, help="offline: a classifier checkpoint (bench.classifier --save)")
     args = parser.parse_args()
+    if args.checkpoint:
+        offline(args)
+        return
 
     items = [row for row in local_storage(args.var).get_json(f"datasets/{args.dataset}/index.json")
              if row["split"] == "test"]
@@ -92,6 +100,37 @@ def main() -> None:
           f"{np.mean(found_first):.1%} | {statistics.median(photo_latency):.0f} / {pct(photo_latency, 95):.0f} ms |")
     worst = sorted(((np.mean(v), t, len(v)) for t, v in per_type.items() if len(v) >= 3))[:8]
     print("\nlowest precision@5 by type (queries): " + ", ".join(f"{t} {p:.2f} ({n})" for p, t, n in worst))
+
+
+def offline(args: argparse.Namespace) -> None:
+    """Precision@5 of held-out catalog items against the index of every catalog image, the item
+    itself left out, from a classifier checkpoint."""
+    import torch
+
+    from bench.classifier import load_catalog
+    from worker.feature_index import build_index, embed
+    from worker.models import classifier
+
+    dataset = load_catalog(args.datasets)
+    model = classifier.from_checkpoint(torch.load(args.checkpoint, weights_only=True))
+    device = torch.device("cpu")
+    index = build_index(model, dataset, {}, device)
+    kind = (dataset.roles or {}).get("type") or "articleType"
+    names = dataset.vocabulary[kind]
+    type_of = {str(i): names[t] for split in (dataset.train, dataset.test)
+               for i, t in zip(split.ids, split.conditions[kind], strict=True)}
+    rows = np.random.default_rng(0).permutation(len(dataset.test))[:args.queries]
+    raw = embed(model, dataset.test.images[rows], device)
+    per_type: dict[str, list[float]] = defaultdict(list)
+    for row, found in zip(rows, index.nearest(raw, 6), strict=True):
+        own = str(dataset.test.ids[row])
+        others = [n for n in found if n.id != own][:5]
+        per_type[type_of[own]].append(np.mean([type_of[n.id] == type_of[own] for n in others]))
+    precision = float(np.mean([p for values in per_type.values() for p in values]))
+    print(f"bench.similar offline — {date.today()}, {platform.node()}, {args.checkpoint}: precision@5 "
+          f"{precision:.3f} over {len(rows)} held-out items")
+    worst = sorted(((np.mean(v), t, len(v)) for t, v in per_type.items() if len(v) >= 3))[:8]
+    print("lowest precision@5 by type (queries): " + ", ".join(f"{t} {p:.2f} ({n})" for p, t, n in worst))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ visible, its checkpoint round-trips, and a resumed run equals an uninterrupted o
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -168,3 +170,25 @@ def test_the_balanced_reading_subtracts_the_training_prior() -> None:
     balanced = classifier.predict_with_features(model, x, balanced=True)[0]["row"]
     odds = (balanced[:, 1] / balanced[:, 0]) / (natural[:, 1] / natural[:, 0])
     assert torch.allclose(odds, torch.tensor(float(np.exp(priors["row"][0] - priors["row"][1]))), rtol=1e-3)
+
+
+def test_letterbox_margins_are_measured_and_cropped() -> None:
+    """Portrait photos letterboxed on white into squares: the white side columns are found and the
+    network sees the product's columns only; unframed or grey-scale images are not cropped."""
+    images = np.full((50, 16, 16, 3), 255, dtype=np.uint8)
+    images[:, :, 2:14] = np.random.default_rng(0).integers(0, 200, (50, 16, 12, 3))  # 2 white columns a side
+    assert classifier.letterbox_width(images) == 0.75
+    assert classifier.letterbox_width(np.zeros((5, 16, 16, 3), np.uint8)) == 1.0
+    assert classifier.letterbox_width(np.zeros((5, 28, 28, 1), np.uint8)) == 1.0
+    model = classifier.Classifier(replace(CONFIG, crop_width=0.75, input_size=8))
+    x = torch.from_numpy(images[:2]).permute(0, 3, 1, 2).float() / 255
+    assert model.resize(x).shape[-2:] == (8, 6)  # height 8, width 8 * 12 / 16
+
+
+def test_flip_average_makes_inference_mirror_invariant() -> None:
+    model = classifier.Classifier(replace(CONFIG, flip_average=True)).eval()
+    x = torch.rand(3, 3, 16, 16)
+    logits, features = model.infer(x)
+    mirrored, mirrored_features = model.infer(x.flip(-1))
+    assert torch.allclose(features, mirrored_features, atol=1e-5)
+    assert all(torch.allclose(logits[k], mirrored[k], atol=1e-5) for k in logits)

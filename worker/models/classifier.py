@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -50,26 +51,50 @@ class ClassifierConfig:
 
 
 # `train` holds the TrainParams defaults and the classifier's recipe (see classifier_trainer.Recipe).
+# "crop_letterbox": crop_width is measured on the dataset (`letterbox_width`), not set.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"model": {"width": 8, "blocks": 1, "stages": 3, "input_size": 32},
              "train": {"epochs": 1, "batch_size": 64, "learning_rate": 3e-3, "max_train_examples": 512,
                        "max_eval_examples": 256}},
-    "cpu": {"model": {"width": 16, "blocks": 2, "stages": 4, "input_size": 32},
-            "train": {"epochs": 11, "batch_size": 128, "learning_rate": 3e-3, "max_minutes": 25},
+    "cpu": {"model": {"width": 16, "blocks": 2, "stages": 4, "input_size": 40, "flip_average": True},
+            "crop_letterbox": True,
+            "train": {"epochs": 16, "batch_size": 128, "learning_rate": 3e-3, "max_minutes": 25},
             "recipe": {"balance_power": 0.0}},
-    "gpu": {"model": {"width": 32, "blocks": 2, "stages": 4, "input_size": 64},
+    "gpu": {"model": {"width": 32, "blocks": 2, "stages": 4, "input_size": 64, "flip_average": True},
+            "crop_letterbox": True,
             "train": {"epochs": 30, "batch_size": 256, "learning_rate": 3e-3}},
 }
 
 
 def config_for(dataset: Any, preset: str, **overrides: Any) -> ClassifierConfig:
-    """The config a preset gives on a dataset: a head per condition, and colour statistics for the
-    colour head of an RGB dataset that names one."""
+    """The config a preset gives on a dataset: a head per condition, colour statistics for the
+    colour head of an RGB dataset that names one, and the letterbox margins cropped."""
     colour = (dataset.roles or {}).get("colour")
     base = ClassifierConfig(image_size=dataset.image_size, channels=dataset.channels,
                             conditions={k: len(v) for k, v in dataset.vocabulary.items()},
                             colour_heads=(colour,) if colour and dataset.channels == 3 else ())
-    return replace(base, **{**PRESETS[preset]["model"], **overrides})
+    chosen = PRESETS[preset]
+    measured = {"crop_width": letterbox_width(dataset.train.images)} if chosen.get("crop_letterbox") else {}
+    return replace(base, **{**chosen["model"], **measured, **overrides})
+
+
+MARGIN = 0.99  # a column is letterbox margin when it is all background in this share of the images
+
+
+def letterbox_width(images: np.ndarray, sample: int = 2000) -> float:
+    """The central share of the width that holds the products: 1 less the white columns found at both
+    edges of (nearly) every image, the same number each side. uint8 [N, H, W, C]; 1.0 for grey-scale
+    or unframed images."""
+    if images.ndim != 4 or images.shape[-1] != 3 or not len(images):
+        return 1.0
+    rows = np.linspace(0, len(images) - 1, min(sample, len(images))).astype(int)
+    white = (images[rows].min(axis=-1) >= BACKGROUND * 255).all(axis=1)  # [n, W]: column all background
+    margin = white.mean(axis=0) >= MARGIN
+    width = images.shape[2]
+    left = next((i for i in range(width) if not margin[i]), width)
+    right = next((i for i in range(width) if not margin[width - 1 - i]), width)
+    side = min(left, right, (width - 1) // 2)
+    return round((width - 2 * side) / width, 4)
 
 
 HIST_BINS = 4  # per RGB channel
