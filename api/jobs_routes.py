@@ -77,8 +77,8 @@ def _job_response(job: Job, status: int) -> Response:
     return response
 
 
-@jobs_bp.post("", responses={"202": Job, "200": Job, "400": ErrorResponse, "409": ErrorResponse, "429": ErrorResponse,
-                             "413": ErrorResponse, "415": ErrorResponse, "503": ErrorResponse})
+@jobs_bp.post("", responses={"202": Job, "200": Job, "400": ErrorResponse, "403": ErrorResponse, "409": ErrorResponse,
+                             "429": ErrorResponse, "413": ErrorResponse, "415": ErrorResponse, "503": ErrorResponse})
 def submit_job(body: JobRequest) -> Response:
     """Submit a job. Answers 202 with the job and its Location. `Idempotency-Key` makes a retried
     submit return the first job (200); `Prefer: wait=N` (N <= 60) holds the answer until the job ends."""

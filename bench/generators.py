@@ -6,8 +6,8 @@ invocation; the rows of docs/BENCHMARKS.md come from several.
     python -m bench.generators --family cgan --judge classifier.pt --out docs/generators/cgan \\
         [--minutes 25] [--plain] [--model FIELD=VALUE] [--json row.json] [--save model.pt]
 
-`--plain` trains the cGAN as it was before the mode-collapse work (z at the input only, no
-mode-seeking loss, the catalog's own mix, translation only) for the before/after rows.
+`--plain` trains the cGAN as it was before this work (z at the input only, no mode-seeking loss, no
+auxiliary classifier, the catalog's own mix, translation only) for the before/after rows.
 
 Printed: classifier-FID/KID against the real-vs-real floor; type and colour adherence; adherence of
 common types (>= 500 training photos) relative to the judge on real photos of those types; top-3
@@ -22,7 +22,7 @@ import json
 import os
 import re
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=25.0, help="training time budget")
     parser.add_argument("--plain", action="store_true", help="cgan: the recipe before the mode-collapse work")
     parser.add_argument("--model", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--recipe", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a training recipe field, e.g. --recipe mode_seeking=0")
     parser.add_argument("--images", type=int, default=1000, help="generated images for FID and adherence")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
@@ -78,7 +80,10 @@ def main() -> None:
     recipe = family.recipe_for(args.preset)
     if args.plain:
         overrides.setdefault("noise_in_blocks", False)
+        overrides.setdefault("aux_classifier", False)
         recipe = GANRecipe.plain()
+    if args.recipe:
+        recipe = replace(recipe, **{k: json.loads(v) for k, v in (r.split("=", 1) for r in args.recipe)})
     config = family.config_for(dataset, args.preset, **overrides)
     train = family.presets[args.preset]["train"]
     params = TrainParams(epochs=train["epochs"], batch_size=train["batch_size"], learning_rate=train["learning_rate"],

@@ -11,6 +11,7 @@ from worker.datasets.base import ImageSplit
 from worker.models import cgan
 from worker.training.cgan_trainer import (
     GANRecipe,
+    class_loss,
     cutout,
     mode_seeking_loss,
     paired_conditions,
@@ -163,3 +164,18 @@ def test_class_balanced_draws_show_rare_types_more_often_than_their_share() -> N
     assert result.history[0]["mode_seeking"] > 0
     order = epoch_order(split, np.random.default_rng(0), "articleType", 1.0)
     assert 0.3 < float((split.conditions["articleType"][order] == 1).mean()) < 0.7
+
+
+def test_the_auxiliary_classifier_learns_the_real_labels_and_is_not_in_the_sampling_checkpoint() -> None:
+    model = cgan.CGAN(config(aux_classifier=True))
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    cond = {"articleType": torch.tensor([0, 1, 0, 1]), "baseColour": torch.tensor([0, 1, 2, 0])}
+    realness, classes = model.discriminator.judge(x, cond)
+    assert realness.shape == (4,) and classes["articleType"].shape == (4, 2) and classes["baseColour"].shape == (4, 3)
+    assert float(class_loss(classes, cond)) > 0 and float(class_loss(None, cond)) == 0
+    model.eval()  # spectral norm's power iteration runs in training mode only
+    assert model.discriminator.judge(x, cond)[0].allclose(model.discriminator(x, cond))
+    result = train_cgan(config(aux_classifier=True), params(2), toy_split(), toy_split(16, seed=1), device=CPU,
+                        progress=lambda *_: None, should_stop=lambda: False)
+    assert result.history[-1]["d_class"] < result.history[0]["d_class"]  # D learns to tell the types apart
+    assert not any(k.startswith("classify") for k in cgan.to_checkpoint(result.model)["state_dict"])

@@ -52,10 +52,18 @@ class GANRecipe:
     mode_seeking: float = 1.0  # MSGAN weight: pairs of fakes of one condition pushed apart relative to their z
     balance_power: float = 0.5  # draws weighted count(type)^-power; 0: the catalog's own mix
     cutout: bool = True  # DiffAugment's cutout besides translation
+    aux_weight: float = 1.0  # the auxiliary classifier's cross-entropy (models whose config has one)
 
     @classmethod
     def plain(cls) -> GANRecipe:
-        return cls(mode_seeking=0.0, balance_power=0.0, cutout=False)
+        return cls(mode_seeking=0.0, balance_power=0.0, cutout=False, aux_weight=0.0)
+
+
+def class_loss(classes: dict[str, torch.Tensor] | None, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed cross-entropy of the auxiliary classifier's logits against the conditions (0 without one)."""
+    if classes is None:
+        return torch.zeros(())
+    return sum((F.cross_entropy(logits, cond[name]) for name, logits in classes.items()), torch.zeros(()))
 
 
 def cutout(x: torch.Tensor, gen: torch.Generator, fraction: float = 0.5) -> torch.Tensor:
@@ -157,7 +165,8 @@ def train_cgan(config: CGANConfig, params: TrainParams, train: ImageSplit, test:
         rng = np.random.default_rng([params.seed, epoch])  # same batches after a resume
         order = epoch_order(train, rng, kind, recipe.balance_power)
         gen = torch.Generator(device="cpu").manual_seed(params.seed * 1000 + epoch)
-        sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0, "mode_seeking": 0.0}
+        sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0, "mode_seeking": 0.0,
+                "d_class": 0.0, "g_class": 0.0}
         seen, epoch_started = 0, time.monotonic()
         for step in range(steps_per_epoch):
             if should_stop():
@@ -170,19 +179,23 @@ def train_cgan(config: CGANConfig, params: TrainParams, train: ImageSplit, test:
             z = torch.randn(b, config.latent_dim, generator=gen).to(device)
             fake_cond = paired_conditions(cond, b)
             fake = model.generator(z, fake_cond)
-            real_logits = model.discriminator(diff_augment(x, gen, recipe), cond)
+            real_logits, real_classes = model.discriminator.judge(diff_augment(x, gen, recipe), cond)
             fake_logits = model.discriminator(diff_augment(fake.detach(), gen, recipe), fake_cond)
+            aux = recipe.aux_weight if real_classes is not None else 0.0
             d_loss = hinge_d_loss(real_logits, fake_logits)
+            d_class = class_loss(real_classes, cond) if aux else torch.zeros(())
             d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
+            (d_loss + aux * d_class).backward()
             d_opt.step()
 
-            g_loss = hinge_g_loss(model.discriminator(diff_augment(fake, gen, recipe), fake_cond))
+            judged, fake_classes = model.discriminator.judge(diff_augment(fake, gen, recipe), fake_cond)
+            g_loss = hinge_g_loss(judged)
+            g_class = class_loss(fake_classes, fake_cond) if aux else torch.zeros(())
             ms = mode_seeking_loss(fake, z) if recipe.mode_seeking and b >= 2 else torch.zeros((), device=device)
             if not (torch.isfinite(d_loss) and torch.isfinite(g_loss)):
                 raise FloatingPointError(f"GAN loss became non-finite at epoch {epoch + 1}, step {step + 1}")
             g_opt.zero_grad(set_to_none=True)
-            (g_loss + recipe.mode_seeking * ms).backward()
+            (g_loss + recipe.mode_seeking * ms + aux * g_class).backward()
             g_opt.step()
             # Warm-up so early EMA weights are not dominated by the random initialisation.
             step_no = epoch * steps_per_epoch + step
@@ -193,6 +206,8 @@ def train_cgan(config: CGANConfig, params: TrainParams, train: ImageSplit, test:
             sums["d_real"] += real_logits.mean().item() * b
             sums["d_fake"] += fake_logits.mean().item() * b
             sums["mode_seeking"] += ms.item() * b
+            sums["d_class"] += float(d_class) * b
+            sums["g_class"] += float(g_class) * b
             seen += b
             done = epoch * steps_per_epoch + step + 1
             progress(max(done / total_steps, budget.fraction()),
