@@ -206,8 +206,8 @@ def train_cgan(config: CGANConfig, params: TrainParams, train: ImageSplit, test:
             sums["d_real"] += real_logits.mean().item() * b
             sums["d_fake"] += fake_logits.mean().item() * b
             sums["mode_seeking"] += ms.item() * b
-            sums["d_class"] += float(d_class) * b
-            sums["g_class"] += float(g_class) * b
+            sums["d_class"] += d_class.item() * b
+            sums["g_class"] += g_class.item() * b
             seen += b
             done = epoch * steps_per_epoch + step + 1
             progress(max(done / total_steps, budget.fraction()),
