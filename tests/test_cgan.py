@@ -154,7 +154,7 @@ def test_cutout_blanks_one_square_per_image_and_keeps_the_rest() -> None:
     assert (blanked > 0).all() and (blanked <= 64).all() and ((out == 0) | (out == 1)).all()
 
 
-def test_class_balanced_draws_show_rare_types_more_often_than_their_share() -> None:
+def test_training_with_balanced_draws_runs_the_mode_seeking_loss_and_the_draws_favour_rare_types() -> None:
     split = toy_split(64)
     split.conditions["articleType"][:] = 0
     split.conditions["articleType"][:4] = 1  # a rare type: 4 of 64

@@ -45,16 +45,16 @@ class Trainer(Protocol):
                  checkpoint: Any = None, stratify_by: str | None = None, recipe: Any = None) -> TrainResult: ...
 
 
+def _prior_latent(model: Any, cond: dict[str, int], seed: int, device: Any) -> torch.Tensor:
+    return cvae.latent_noise([seed], model.config.latent_dim).to(device)
+
+
 def _cvae_latent(model: Any, cond: dict[str, int], seed: int, device: Any) -> torch.Tensor:
     """A class's mean latent where the model has fitted them (prior samples drift off the class on the
     catalog), else the seed's prior sample."""
     if cvae.has_class_means(model):
         return model.class_means[cond[model.config.mean_over]][None].clone()
-    return cvae.latent_noise([seed], model.config.latent_dim).to(device)
-
-
-def _prior_latent(model: Any, cond: dict[str, int], seed: int, device: Any) -> torch.Tensor:
-    return cvae.latent_noise([seed], model.config.latent_dim).to(device)
+    return _prior_latent(model, cond, seed, device)
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,8 @@ class ImageFamily:
     latent: Callable[[Any, dict[str, int], int, Any], torch.Tensor] = _prior_latent
     # images [B, C, H, W] in [0, 1] and their conditions -> [B, latent] (encoders only)
     encode: Callable[[Any, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor] | None = None
+    # whether a trained model has fitted class means, which "auto" sampling then uses
+    has_class_means: Callable[[Any], bool] = lambda model: False
 
     @property
     def name(self) -> str:
@@ -110,7 +112,7 @@ class ImageFamily:
         samples ignore the product type), the prior otherwise."""
         if requested != "auto":
             return requested
-        return "class_mean" if self.facts.encodes and cvae.has_class_means(model) else "prior"
+        return "class_mean" if self.has_class_means(model) else "prior"
 
     def sample(self, model: Any, request: SampleRequest, device: Any) -> torch.Tensor:
         """[n, C, H, W] in [0, 1] on the CPU, one image per seed; the same seeds give the same images."""
@@ -131,7 +133,8 @@ def type_condition(dataset: ImageDataset) -> str:
 
 IMAGE_FAMILIES: dict[str, ImageFamily] = {family.name: family for family in (
     ImageFamily(cvae, cvae.CVAEConfig, train_cvae, {"train": "train_loss", "held-out": "test_loss"},
-                "loss per image (nats)", latent=_cvae_latent, encode=cvae.encode_mean),
+                "loss per image (nats)", latent=_cvae_latent, encode=cvae.encode_mean,
+                has_class_means=cvae.has_class_means),
     ImageFamily(cgan, cgan.CGANConfig, train_cgan, {"discriminator": "d_loss", "generator": "g_loss"},
                 "hinge loss", recipe=GANRecipe),
 )}

@@ -4,6 +4,7 @@ models/<family>/<version>/ (weights, config, metrics, per-class sample grids, lo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -110,7 +111,7 @@ def train_generator(ctx: WorkerContext, job: Job, inp: TrainInput, dataset: Imag
     extra: dict[str, Any] = {}
     if family.encode is not None:
         progress(0.95, "projecting the held-out latents (t-SNE)")
-        samples["latent_map.png"] = latent_map(family, result.model, dataset, ref, ctx.device, params.seed)
+        samples["latent_map.png"] = latent_map(family.encode, result.model, dataset, ref, ctx.device, params.seed)
         extra["latent_map"] = {"key": prefix + "latent_map.png"}
     version = Version(
         ref=ref, checkpoint=family.checkpoint(result.model),
@@ -134,15 +135,14 @@ def train_generator(ctx: WorkerContext, job: Job, inp: TrainInput, dataset: Imag
 LATENT_MAP_IMAGES = 2000
 
 
-def latent_map(family: ImageFamily, model: Any, dataset: ImageDataset, ref: str, device: torch.device,
-               seed: int) -> bytes:
+def latent_map(encode: Callable[..., torch.Tensor], model: Any, dataset: ImageDataset, ref: str,
+               device: torch.device, seed: int) -> bytes:
     """t-SNE of the held-out images' posterior means (up to LATENT_MAP_IMAGES), coloured by type."""
     test = dataset.test
     if len(test) > LATENT_MAP_IMAGES:
         test = test.take(np.sort(np.random.default_rng(seed).permutation(len(test))[:LATENT_MAP_IMAGES]))
-    assert family.encode is not None
     with torch.no_grad():
-        latents = torch.cat([family.encode(model, x, cond).float().cpu() for x, cond in batches(test, 256, device)])
+        latents = torch.cat([encode(model, x, cond).float().cpu() for x, cond in batches(test, 256, device)])
     kind = type_condition(dataset)
     return latent_map_png(latents.numpy(), test.conditions[kind], dataset.vocabulary[kind],
                           f"{ref}: held-out latent means (t-SNE), by {kind}", seed)

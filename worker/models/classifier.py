@@ -183,9 +183,8 @@ class Classifier(nn.Module):
         if self.config.flip_average:
             mirror = x.flip(-1)
             mirrored = self.pooled(mirror)
-            logits = {name: (out + other) / 2
-                      for (name, out), other in zip(logits.items(), self.head_logits(mirrored, mirror).values(),
-                                                    strict=True)}
+            other = self.head_logits(mirrored, mirror)
+            logits = {name: (out + other[name]) / 2 for name, out in logits.items()}
             features = (features + mirrored) / 2
         return logits, features
 
