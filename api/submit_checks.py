@@ -13,7 +13,7 @@ from api.auth import caller_is_admin
 from api.services import services
 from shared.conditions import resolve_conditions
 from shared.errors import Forbidden, ValidationFailed
-from shared.families import AUGMENT_FAMILIES, ENCODER_FAMILIES, IMAGE_FAMILIES, facts
+from shared.families import AUGMENT_FAMILIES, ENCODER_FAMILIES, FAMILY_SAMPLING_FIELDS, IMAGE_FAMILIES, facts
 from shared.query_images import decode_base64_image
 from shared.registry import feature_index_key
 from shared.schemas import (
@@ -27,6 +27,7 @@ from shared.schemas import (
     ImportDatasetJobRequest,
     JobType,
     ModelVersion,
+    Sampling,
     SimilarJobRequest,
     TrainJobRequest,
     TraverseJobRequest,
@@ -113,6 +114,7 @@ def check_augment(req: AugmentJobRequest) -> str:
             raise ValidationFailed(f"no image model was trained on {inp.dataset}: train one of "
                                    f"{', '.join(AUGMENT_FAMILIES)} on it first",
                                    code="no_model_for_dataset", field="input.dataset")
+    check_sampling(inp.sampling, model)
     if registry.for_dataset(("classifier",), inp.dataset, model.vocabulary) is None:
         raise ValidationFailed(f"no classifier was trained on {inp.dataset}: the gate needs one (train family "
                                "classifier)", code="no_classifier", field="input.dataset")
@@ -141,6 +143,19 @@ def image_model(inp: Any) -> ModelVersion:
     return model
 
 
+def check_sampling(sampling: Sampling, model: ModelVersion) -> None:
+    """Sampling fields the model's family cannot honour are a 422 naming the field, not silently ignored."""
+    if sampling.mode == "class_mean" and model.family not in ENCODER_FAMILIES:
+        raise ValidationFailed(f"class_mean sampling needs a model with an encoder; {model.ref} has none",
+                               code="unsupported_for_family", field="input.sampling.mode")
+    reads = facts(model.family).sampling
+    for name in sorted(FAMILY_SAMPLING_FIELDS - reads):
+        if getattr(sampling, name) is not None:
+            readers = ", ".join(f for f in IMAGE_FAMILIES if name in facts(f).sampling)
+            raise ValidationFailed(f"{model.ref} has no {name} to set; only {readers} models read it",
+                                   code="unsupported_for_family", field=f"input.sampling.{name}")
+
+
 def check_generate(req: GenerateImagesJobRequest) -> str:
     inp = req.input
     model = image_model(inp)
@@ -150,9 +165,7 @@ def check_generate(req: GenerateImagesJobRequest) -> str:
             ("classifier",), model.dataset, model.vocabulary) is None:
         raise ValidationFailed(f"min_confidence needs a classifier trained on {model.dataset} to judge the images "
                                "(train family classifier on it)", code="no_classifier", field="input.min_confidence")
-    if inp.sampling.mode == "class_mean" and model.family not in ENCODER_FAMILIES:
-        raise ValidationFailed(f"class_mean sampling needs a model with an encoder; {model.ref} has none",
-                               code="unsupported_for_family", field="input.sampling.mode")
+    check_sampling(inp.sampling, model)
     if inp.descriptions:
         writer = services().registry.resolve(inp.description_model, default_family="lm",
                                              field="input.description_model")
@@ -188,6 +201,10 @@ def check_hybrid(req: HybridJobRequest) -> str:
 
 def check_traverse(req: TraverseJobRequest) -> str:
     model = _interpolating_model(req.input)
+    if not facts(model.family).traverses:
+        raise ValidationFailed(f"{model.ref} has no low-dimensional latent whose dimensions can be swept one at a "
+                               "time; hybrid interpolates between its classes", code="unsupported_for_family",
+                               field="input.model")
     _check_endpoint(model, req.input.start, "input.start")
     return model.ref
 

@@ -65,6 +65,8 @@ def cli(ctx: click.Context, url: str, key: str | None) -> None:
 @click.option("--min-confidence", type=click.FloatRange(0, 1),
               help="generate_images: only images the classifier gives at least this for the type")
 @click.option("--max-minutes", type=float, help="train: time budget in minutes")
+@click.option("--steps", type=click.IntRange(1, 200), help="generate_images/augment: sampler steps (diffusion)")
+@click.option("--guidance", type=click.FloatRange(0, 10), help="generate_images/augment: guidance scale (diffusion)")
 @click.option("--set", "-s", "settings", multiple=True, metavar="FIELD=VALUE",
               help="any other input field; VALUE is read as JSON when it parses (-s epochs=3 -s sampling='{...}')")
 @click.option("--input", "input_json", help="the whole input as JSON (options above override it)")
@@ -76,8 +78,8 @@ def cli(ctx: click.Context, url: str, key: str | None) -> None:
 def submit(client: AtelierClient, job_type: str, prompt: str | None, n: int | None, seed: int | None,
            model: str | None, family: str | None, dataset: str | None, preset: str | None,
            descriptions: int | None, min_confidence: float | None, max_minutes: float | None,
-           settings: tuple[str, ...], input_json: str | None, webhook: str | None,
-           idempotency_key: str | None, wait_: bool, as_json: bool) -> None:
+           steps: int | None, guidance: float | None, settings: tuple[str, ...], input_json: str | None,
+           webhook: str | None, idempotency_key: str | None, wait_: bool, as_json: bool) -> None:
     """Submit a job of TYPE."""
     try:
         job_input: dict[str, Any] = json.loads(input_json) if input_json else {}
@@ -87,6 +89,9 @@ def submit(client: AtelierClient, job_type: str, prompt: str | None, n: int | No
              "preset": preset, "descriptions": descriptions, "min_confidence": min_confidence,
              "max_minutes": max_minutes}
     job_input.update({k: v for k, v in given.items() if v is not None})
+    sampling = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None}
+    if sampling:
+        job_input["sampling"] = {**job_input.get("sampling", {}), **sampling}
     for item in settings:
         field, sep, text = item.partition("=")
         if not sep or not field:

@@ -19,8 +19,11 @@ class FamilyFacts:
     title: str = ""  # what the console calls it
     encodes: bool = False  # encodes a real image: item endpoints, style mixing, class-mean sampling
     interpolates: bool = True  # hybrid and traverse: a latent and condition embeddings to move through
+    # traverse: a low-dimensional latent whose dimensions mean something one at a time (a diffusion
+    # model's latent is its starting noise, one value per pixel: sweeping one says nothing)
+    traverses: bool = True
     augment_rank: int | None = None  # preference as the augment job's default generator (lower first)
-    sampling: frozenset[str] = frozenset()  # generate/augment fields only this family reads
+    sampling: frozenset[str] = frozenset()  # `sampling` fields of generate/augment only this family reads
 
     @property
     def trains_on(self) -> Literal["images", "text"]:
@@ -51,6 +54,10 @@ ENCODER_FAMILIES = names("generator", encodes=True)
 # the augment job's default generator, in order of preference
 AUGMENT_FAMILIES = tuple(sorted((f.name for f in FACTS.values() if f.augment_rank is not None),
                                 key=lambda n: FACTS[n].augment_rank or 0))
+
+
+# every family-only sampling field (shared/schemas.py `Sampling`): submit refuses one the model's family does not read
+FAMILY_SAMPLING_FIELDS = frozenset().union(*(f.sampling for f in FACTS.values()))
 
 
 def facts(family: str) -> FamilyFacts:

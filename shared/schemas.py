@@ -147,6 +147,18 @@ class Sampling(StrictModel):
         "auto", description="prior: z ~ N(0, I); class_mean (cvae): the class's mean latent plus noise of scale "
                             "`spread`; auto: class_mean where the model has class means, else prior")
     spread: number(ge=0.0, le=3.0) = Field(0.5, description="class_mean: scale of the noise around the mean")
+    # Family-only fields (shared/families.py `sampling`): absent means the model's own default; given
+    # for a family that does not read them, a 422 naming the field.
+    steps: integer(ge=1, le=200) | None = Field(
+        None, description="diffusion: noise levels of the sampler (2·steps − 1 network passes); default: the "
+                          "model's")
+    guidance: number(ge=0.0, le=10.0) | None = Field(
+        None, description="diffusion: classifier-free guidance scale; 1 is the conditional model alone, higher "
+                          "follows the request more closely with less variety; default: the model's")
+
+    def family_options(self, family_fields: frozenset[str]) -> dict[str, Any]:
+        """The family-only fields given, for a family that reads `family_fields`."""
+        return {name: getattr(self, name) for name in sorted(family_fields) if getattr(self, name) is not None}
 
 
 def exactly_one_of(*names: str) -> ConfigDict:
@@ -270,6 +282,9 @@ class AugmentInput(StrictModel):
         None, description="classes the model's evaluation says it draws less faithfully than this are not "
                           "published; default: the setting")
     descriptions: bool = Field(True, description="describe each kept image when a language model is active")
+    sampling: Sampling = Field(default_factory=Sampling, description="how candidates are drawn, as for "
+                                                                     "generate_images (steps and guidance for "
+                                                                     "diffusion models)")
 
 
 class SimilarInput(StrictModel):

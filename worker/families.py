@@ -120,6 +120,18 @@ class ImageFamily:
                                   device=device, mode=self.sampling_mode(model, request.mode),
                                   spread=request.spread, **request.options)
 
+    def sampling_settings(self, model: Any, options: dict[str, Any]) -> dict[str, Any]:
+        """The family-only settings a sample used, the model's defaults filled in (for outputs)."""
+        return {name: options.get(name, getattr(model.config, name)) for name in sorted(self.facts.sampling)}
+
+    def eval_images(self, preset: str, default: int) -> int:
+        """Generated images per evaluation: the preset's own figure where its sampling is dear."""
+        return self.presets[preset].get("eval_images", default)
+
+    def samples_per_class(self, preset: str) -> int:
+        """Images per class in a version's sample grids."""
+        return self.presets[preset].get("samples_per_class", 16)
+
     def embed(self, model: Any, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.module.embed(model, cond)
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from shared.errors import JobCanceled, JobFailure
+from shared.families import facts
 from shared.registry import model_prefix
 from shared.schemas import AUGMENT_FAMILIES, AttributesInput, AugmentInput, Job, ModelVersion
 from shared.storage import PutItem
@@ -138,6 +139,9 @@ def _make_plan(ctx: WorkerContext, inp: AugmentInput, day: str, job_id: str, pro
         "rare": {"min_count": policy.min_count, "median_share": policy.median_share, "target": target,
                  "max_per_class": policy.max_per_class, "median": float(np.median(list(counts.values())))},
         "max_attempts": settings.augment_max_attempts, "counts": counts, "classes": classes,
+        # how candidates are drawn; family-only fields the plan's family does not read are left out
+        "sampling": {"mode": inp.sampling.mode, "spread": inp.sampling.spread,
+                     **inp.sampling.family_options(facts(model.family).sampling)},
     }
     if should_stop():  # canceled while the index was built: leave no plan to bind the next run
         raise JobCanceled()
@@ -200,6 +204,13 @@ def _carry_out(ctx: WorkerContext, job: Job, plan: dict, root: str, progress: Pr
     return output
 
 
+def sample_request(plan: dict, cond: dict[str, int], seeds: list[int]) -> SampleRequest:
+    """The plan's sampling settings (plans written before they were recorded: the defaults)."""
+    sampling = dict(plan.get("sampling") or {})
+    mode, spread = sampling.pop("mode", "auto"), sampling.pop("spread", 0.5)
+    return SampleRequest(cond, seeds, mode=mode, spread=spread, options=sampling)
+
+
 def _augment_class(ctx: WorkerContext, plan: dict, root: str, name: str, entry: dict, progress: Progress,
                    should_stop: ShouldStop) -> dict:
     """Generate, judge and keep candidates for one class until it has what it asked for or the
@@ -224,7 +235,7 @@ def _augment_class(ctx: WorkerContext, plan: dict, root: str, name: str, entry: 
         for value in sorted(set(colours)):  # one sampling call per colour
             rows = [j for j, c in enumerate(colours) if c == value]
             cond = {kind: entry["value"], **({colour: value} if colour else {})}
-            drawn = to_uint8(family.sample(model, SampleRequest(cond, [seeds[j] for j in rows]), ctx.device))
+            drawn = to_uint8(family.sample(model, sample_request(plan, cond, [seeds[j] for j in rows]), ctx.device))
             if images is None:
                 images = np.zeros((len(seeds), *drawn.shape[1:]), dtype=np.uint8)
             images[rows] = drawn

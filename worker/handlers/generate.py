@@ -53,9 +53,11 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
         raise JobCanceled()
     family = IMAGE_FAMILIES[meta.family]
     mode = family.sampling_mode(model, inp.sampling.mode)
+    options = inp.sampling.family_options(family.facts.sampling)
 
     def draw(seeds: list[int]) -> np.ndarray:
-        request = SampleRequest(cond, seeds, temperature=inp.temperature, mode=mode, spread=inp.sampling.spread)
+        request = SampleRequest(cond, seeds, temperature=inp.temperature, mode=mode, spread=inp.sampling.spread,
+                                options=options)
         return to_uint8(family.sample(model, request, ctx.device))
 
     selection = None
@@ -88,7 +90,8 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
                    for i, s in enumerate(seeds)],
         **({"contact_sheet": {"key": sheet_key}} if len(images) else {}),
         "sampling": {"mode": mode, **({"spread": inp.sampling.spread} if mode == "class_mean" else
-                                      {"temperature": inp.temperature})},
+                                      {"temperature": inp.temperature}),
+                     **family.sampling_settings(model, options)},
     }
     if selection is not None:
         output["selection"] = selection

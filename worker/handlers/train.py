@@ -29,8 +29,6 @@ from worker.training.common import TrainParams, batches
 
 log = logging.getLogger(__name__)
 
-SAMPLES_PER_CLASS = 16
-
 
 def build_config(family: ImageFamily, inp: TrainInput, dataset: ImageDataset) -> tuple[Any, TrainParams]:
     config = family.config_for(dataset, inp.preset.value)
@@ -69,10 +67,10 @@ def joint_counts(dataset: ImageDataset) -> dict[str, dict[str, int]] | None:
 
 
 def sample_grids(family: ImageFamily, model: Any, dataset: ImageDataset, device: torch.device,
-                 seed: int) -> dict[str, bytes]:
+                 seed: int, per_class: int = 16) -> dict[str, bytes]:
     """A grid of samples per class and one overview grid (a row per class)."""
     scale = 2 if dataset.image_size <= 32 else 1
-    seeds = [seed + i for i in range(SAMPLES_PER_CLASS)]
+    seeds = [seed + i for i in range(per_class)]
     per_class = [to_uint8(family.sample(model, SampleRequest(cond, seeds), device))
                  for cond in class_conditions(dataset)]
     out = {f"samples/{i:03d}.png": png_bytes(grid(images, 8, scale=scale)) for i, images in enumerate(per_class)}
@@ -105,7 +103,8 @@ def train_generator(ctx: WorkerContext, job: Job, inp: TrainInput, dataset: Imag
                           stratify_by=type_condition(dataset), recipe=recipe)
     progress(0.92, "evaluating with the domain classifier")
     evaluation = evaluate_version(ctx, family, result.model, dataset, inp, params.seed)
-    samples = sample_grids(family, result.model, dataset, ctx.device, params.seed)
+    samples = sample_grids(family, result.model, dataset, ctx.device, params.seed,
+                           family.samples_per_class(inp.preset.value))
     prefix = model_prefix(*parse_ref(ref))
     kind = type_condition(dataset)
     extra: dict[str, Any] = {}
@@ -163,8 +162,9 @@ def evaluate_version(ctx: WorkerContext, family: ImageFamily, model: Any, datase
     def sample(cond: dict[str, int], seeds: list[int]) -> torch.Tensor:
         return family.sample(model, SampleRequest(cond, seeds, mode=mode), ctx.device)
 
+    images = family.eval_images(inp.preset.value, EVAL_IMAGES[inp.preset.value])
     result = evaluate_generator(sample, ctx.load_model(judge.ref), dataset.train, dataset.test, dataset.vocabulary,
-                                type_condition(dataset), max_images=EVAL_IMAGES[inp.preset.value], seed=seed,
+                                type_condition(dataset), max_images=images, seed=seed,
                                 device=ctx.device)
     kind = type_condition(dataset)
     accuracy = judge.metrics.get(f"accuracy_{kind}", judge.metrics.get("accuracy"))

@@ -38,6 +38,13 @@ const builders = {
     if (what === "images+descriptions") input.descriptions = Math.min(Number(value(form, "k")), input.n);
     const tau = value(form, "min_confidence");
     if (tau !== null) input.min_confidence = Number(tau);
+    // family-only sampling settings (diffusion); left out, the model's defaults apply
+    const sampling = {};
+    for (const name of ["steps", "guidance"]) {
+      const given = value(form, name);
+      if (given !== null) sampling[name] = Number(given);
+    }
+    if (Object.keys(sampling).length) input.sampling = sampling;
     if (seed !== null) input.seed = Number(seed);
     return { type: "generate_images", input };
   },
