@@ -14,6 +14,7 @@ from flask_openapi3 import APIBlueprint, FileStorage, Tag
 from pydantic import ConfigDict, Field
 
 from api.auth import BEARER
+from api.dataset_access import claim, may_read, require_readable, upload_prefix
 from api.jobs_routes import submit
 from api.services import services
 from shared.errors import NotFound, ValidationFailed
@@ -94,6 +95,7 @@ def _check_csv(stream: IO[bytes], columns: CatalogColumnsInput) -> None:
 def upload_dataset(form: DatasetUpload) -> Response:
     """Upload a catalog: it is stored under uploads/ and imported by an `import_dataset` job (202 with
     the job). Rows with missing or unreadable images are counted in the job's output, not fatal."""
+    claim(form.name, "name")  # before the upload is stored: another key's name is refused at once
     csv_stream, zip_stream = form.csv_file.stream, form.images.stream
     csv_stream.seek(0, io.SEEK_END)
     if csv_stream.tell() > MAX_CSV_BYTES:
@@ -103,7 +105,8 @@ def upload_dataset(form: DatasetUpload) -> Response:
     _check_csv(csv_stream, columns)
     if not zipfile.is_zipfile(zip_stream):
         raise ValidationFailed("images must be a zip file", code="invalid_archive", field="images")
-    prefix = f"uploads/{_digest(csv_stream, zip_stream)}/"  # same files, same prefix: retries are idempotent
+    # the caller's own folder; same files, same prefix: retries are idempotent
+    prefix = f"{upload_prefix()}{_digest(csv_stream, zip_stream)}/"
     storage = services().storage
     storage.put_file(prefix + "catalog.csv", csv_stream, "text/csv")
     zip_stream.seek(0)
@@ -121,9 +124,11 @@ def _summary(meta: dict, model: type[DatasetSummary] = DatasetSummary) -> dict:
 
 @datasets_bp.get("", responses={"200": DatasetList})
 def list_datasets() -> Response:
-    """Imported datasets with their sizes and class counts."""
+    """Imported datasets the caller may use (its own and the shared demo ones; an admin: all) with
+    their sizes and class counts."""
     storage = services().storage
-    return jsonify(datasets=[_summary(storage.get_json(f"datasets/{n}/meta.json")) for n in imported_names()])
+    return jsonify(datasets=[_summary(storage.get_json(f"datasets/{n}/meta.json")) for n in imported_names()
+                             if may_read(n)])
 
 
 def imported_names() -> list[str]:
@@ -137,6 +142,7 @@ def get_dataset(path: DatasetPath) -> Response:
     below the training minimum."""
     storage = services().storage
     key = f"datasets/{path.name}/meta.json"
+    require_readable(path.name, "name")
     if not storage.exists(key):
         raise NotFound(f"no dataset {path.name}", field="name")
     return jsonify(_summary(storage.get_json(key), DatasetDetail))

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from api.auth import caller_is_admin
+from api.dataset_access import check_source, claim, known_dataset
 from api.services import services
 from shared.conditions import resolve_conditions
 from shared.errors import Forbidden, ValidationFailed
@@ -39,6 +40,7 @@ def holds_text(name: str, field: str) -> bool:
     built-in ones import themselves on first use)."""
     if name in BUILTIN_DATASETS:
         return name in TEXT_DATASETS
+    known_dataset(name, field)  # another key's dataset reads as one that does not exist
     storage, key = services().storage, f"datasets/{name}/meta.json"
     if not storage.exists(key):
         raise ValidationFailed(f"dataset {name!r} has not been imported; POST /v1/datasets or submit an "
@@ -71,6 +73,8 @@ def check_train(req: TrainJobRequest) -> None:
 
 def check_import(req: ImportDatasetJobRequest) -> None:
     prefix = req.input.source_prefix
+    check_source(prefix)
+    claim(req.input.name)
     if prefix and next(iter(services().storage.list(prefix)), None) is None:
         raise ValidationFailed(f"nothing is stored under {prefix}", code="invalid_source", field="input.source_prefix")
 
@@ -84,6 +88,8 @@ def check_similar(req: SimilarJobRequest) -> str:
         raise ValidationFailed(f"{model.ref} is not a classifier; visual search compares classifier features",
                                code="wrong_model_family", field="input.classifier")
     dataset = inp.dataset or model.dataset
+    if inp.dataset:
+        known_dataset(inp.dataset, "input.dataset")
     if not services().storage.exists(feature_index_key(dataset, model.ref)):
         hint = ("its train job builds it" if dataset == model.dataset else
                 f"{model.ref} was trained on {model.dataset}; an augment run on {dataset} builds one")

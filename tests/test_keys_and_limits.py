@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from shared.api_keys import hash_key, new_key
+from shared.storage import Storage
 from tests.support import ApiServer, on_redis_db, settings_from
 
 pytestmark = pytest.mark.e2e
@@ -103,6 +104,45 @@ def test_only_an_admin_key_activates_a_model_version(keyed_api: str) -> None:
     admin = call(keyed_api, "POST", "/v1/jobs", "ops", json={**TRAIN, "input": {**TRAIN["input"], "promote": "always"}})
     assert admin.status_code == 202 and admin.json()["input"]["promote"] == "always"
     for job in (ordinary.json(), admin.json()):
+        call(keyed_api, "POST", f"/v1/jobs/{job['id']}/cancel", "ops")
+
+
+def test_a_dataset_belongs_to_the_key_that_imported_it(keyed_api: str, storage: Storage) -> None:
+    """Another key's dataset is invisible (listed, read, trained on: as if it did not exist), its name
+    cannot be re-imported, its uploads cannot be imported, and the shared demo datasets are an
+    admin's to replace. An admin sees and may do all of it."""
+    name = f"bob-things-{new_key()[-8:].lower()}"
+    storage.put("uploads/bob/own/catalog.csv", b"id,articleType,baseColour\n1,Tops,Red\n", "text/csv")
+
+    def submit(who: str, job_input: dict, job_type: str = "import_dataset") -> requests.Response:
+        return call(keyed_api, "POST", "/v1/jobs", who, json={"type": job_type, "input": job_input})
+
+    def refused(response: requests.Response, status: int, code: str, field: str) -> None:
+        assert response.status_code == status, response.text
+        assert (response.json()["error"]["code"], response.json()["error"]["field"]) == (code, field)
+
+    job = submit("bob", {"name": name, "source_prefix": "uploads/bob/own/"})
+    assert job.status_code == 202, job.text
+    assert storage.get_json(f"datasets/{name}/owner.json") == {"owner": "bob"}
+    assert submit("bob", {"name": name, "source_prefix": "uploads/bob/own/", "max_per_class": 5}).status_code == 202
+    refused(submit("alice", {"name": name}), 403, "dataset_taken", "input.name")
+    refused(submit("alice", {"name": "alices", "source_prefix": "uploads/bob/own/"}), 403, "not_your_upload",
+            "input.source_prefix")
+    refused(submit("alice", {"name": "catalog"}), 403, "admin_only", "input.name")
+    # finished: the import writes meta.json last
+    storage.put_json(f"datasets/{name}/meta.json", {"name": name, "format": "catalog", "sizes": {"train": 1, "test": 0},
+                                                    "vocabulary": {"articleType": ["Tops"], "baseColour": ["Red"]}})
+    listed = {who: {d["name"] for d in call(keyed_api, "GET", "/v1/datasets", who).json()["datasets"]}
+              for who in ("alice", "bob", "ops")}
+    assert name in listed["bob"] and name in listed["ops"] and name not in listed["alice"]
+    assert call(keyed_api, "GET", f"/v1/datasets/{name}", "bob").status_code == 200
+    refused(call(keyed_api, "GET", f"/v1/datasets/{name}", "alice"), 404, "not_found", "name")
+    refused(submit("alice", {"family": "cvae", "dataset": name, "preset": "tiny"}, "train"), 422,
+            "dataset_not_found", "input.dataset")
+    assert submit("bob", {"family": "cvae", "dataset": name, "preset": "tiny"}, "train").status_code == 202
+    assert submit("ops", {"name": name, "source_prefix": "uploads/bob/own/"}).status_code == 202
+    assert storage.get_json(f"datasets/{name}/owner.json") == {"owner": "bob"}  # an admin's re-import keeps it
+    for job in call(keyed_api, "GET", "/v1/jobs", "ops").json()["jobs"]:
         call(keyed_api, "POST", f"/v1/jobs/{job['id']}/cancel", "ops")
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 
 from api.auth import COOKIE, KeyRing
+from api.dataset_access import may_read
 from api.datasets_routes import imported_names
 from api.jobs_routes import owned_job, public_job
 from api.services import services
@@ -98,7 +99,7 @@ def job_image(job_id: str, index: int) -> Response | tuple[str, int]:
 @console_bp.get("/train")
 @signed_in
 def train_page() -> Response | str:
-    datasets = sorted(set(BUILTIN_DATASETS) | set(imported_names()))
+    datasets = sorted(set(BUILTIN_DATASETS) | {n for n in imported_names() if may_read(n)})
     return render_template("train.html", families=[f.value for f in Family],
                            presets=[p.value for p in Preset], datasets=datasets)
 
