@@ -34,6 +34,8 @@ FACTS: dict[str, FamilyFacts] = {f.name: f for f in (
     FamilyFacts("cvae", "generator", (("fid", True), ("test_loss", True)), "conditional VAE", encodes=True,
                 augment_rank=1),
     FamilyFacts("cgan", "generator", (("fid", True),), "conditional GAN", augment_rank=0),
+    FamilyFacts("diffusion", "generator", (("fid", True), ("test_loss", True)), "diffusion model",
+                traverses=False, augment_rank=2, sampling=frozenset({"steps", "guidance"})),
     FamilyFacts("lm", "language", (("test_perplexity", True),), "description model", interpolates=False),
     FamilyFacts("classifier", "classifier", (("accuracy", False),), "domain classifier", interpolates=False),
 )}

@@ -121,10 +121,11 @@ def catalog_slice(client: Client, worker: WorkerProcess, catalog_available: Path
 
 @pytest.fixture(scope="session")
 def catalog_models(client: Client, catalog_slice: dict) -> dict[str, str]:
-    """Tiny cvae and cgan trained on the slice (not activated, so they never shadow other tests)."""
+    """Tiny cvae, cgan and diffusion models trained on the slice (not activated, so they never shadow
+    other tests)."""
     jobs = {family: client.submit("train", {"family": family, "dataset": "catalog-slice", "preset": "tiny",
                                             "seed": 4, "promote": "never", "max_train_examples": 240})
-            for family in ("cvae", "cgan")}
+            for family in ("cvae", "cgan", "diffusion")}
     refs = {}
     for family, job in jobs.items():
         done = client.wait(job["id"], timeout=300)

@@ -1,5 +1,5 @@
-"""The catalog path over real HTTP: import a slice of the demo catalog, train tiny cvae and cgan
-models on it, and generate from free text, with hybrids and traversals."""
+"""The catalog path over real HTTP: import a slice of the demo catalog, train tiny cvae, cgan and
+diffusion models on it, and generate from free text, with hybrids and traversals."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_models_list_their_vocabulary_with_counts(client: Client, catalog_models
         assert model["roles"] == {"type": "articleType", "colour": "baseColour"}
 
 
-@pytest.mark.parametrize("family", ["cvae", "cgan"])
+@pytest.mark.parametrize("family", ["cvae", "cgan", "diffusion"])
 def test_generate_from_a_prompt(client: Client, catalog_models: dict[str, str], family: str) -> None:
     done = run(client, "generate_images", {"prompt": "black short sleeve jumpsuit", "n": 3, "seed": 5,
                                            "model": catalog_models[family]})
@@ -107,6 +107,34 @@ def test_class_mean_sampling(client: Client, catalog_models: dict[str, str]) -> 
         "conditions": {"articleType": "Dresses", "baseColour": "Black"}, "sampling": {"mode": "class_mean"},
         "model": catalog_models["cgan"]}}, timeout=10)
     assert refused.status_code == 422 and refused.json()["error"]["field"] == "input.sampling.mode"
+
+
+def test_diffusion_steps_and_guidance(client: Client, catalog_models: dict[str, str]) -> None:
+    """The sampler's settings: the model's defaults when left out, each given value honoured and
+    reported, and the same settings giving the same bytes; other families refuse them by name."""
+    ref = catalog_models["diffusion"]
+    request = {"conditions": {"articleType": "Dresses", "baseColour": "Black"}, "n": 2, "seed": 3, "model": ref}
+    default = run(client, "generate_images", request)["output"]
+    assert default["sampling"]["steps"] == 4 and default["sampling"]["guidance"] == 2.0  # the tiny preset's
+    set_ = run(client, "generate_images", {**request, "sampling": {"steps": 2, "guidance": 0.5}})["output"]
+    assert set_["sampling"]["steps"] == 2 and set_["sampling"]["guidance"] == 0.5
+    again = run(client, "generate_images", {**request, "sampling": {"steps": 2, "guidance": 0.5}})["output"]
+    assert [client.download(i["url"]) for i in again["images"]] == [client.download(i["url"]) for i in set_["images"]]
+    assert [client.download(i["url"]) for i in default["images"]] != [client.download(i["url"]) for i in set_["images"]]
+    for sampling, field in (({"steps": 0}, "input.sampling.steps"), ({"steps": 201}, "input.sampling.steps"),
+                            ({"guidance": 10.5}, "input.sampling.guidance")):
+        error = client.submit("generate_images", {**request, "sampling": sampling}, expect=422)["error"]
+        assert error["field"] == field, error
+    refused = client.submit("generate_images", {**request, "model": catalog_models["cgan"],
+                                                "sampling": {"guidance": 3}}, expect=422)["error"]
+    assert refused["code"] == "unsupported_for_family" and refused["field"] == "input.sampling.guidance"
+    traverse = client.submit("traverse", {"start": {"prompt": "black dress"}, "model": ref}, expect=422)["error"]
+    assert traverse["code"] == "unsupported_for_family" and traverse["field"] == "input.model"
+    hybrid = run(client, "hybrid", {"a": {"prompt": "black jumpsuit"}, "b": {"conditions": {
+        "articleType": "Dresses", "baseColour": "White"}}, "steps": 3, "model": ref})
+    assert len(hybrid["output"]["frames"]) == 3
+    item = client.submit("hybrid", {"a": {"item": "123"}, "b": {"item": "456"}, "model": ref}, expect=422)
+    assert item["error"]["field"] == "input.a.item"
 
 
 def test_hybrid_between_two_catalog_items(client: Client, catalog_models: dict[str, str],

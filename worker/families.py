@@ -20,10 +20,11 @@ import torch
 
 from shared.families import FACTS, FamilyFacts
 from worker.datasets.base import ImageDataset
-from worker.models import cgan, classifier, cvae, lm
+from worker.models import cgan, classifier, cvae, diffusion, lm
 from worker.training.cgan_trainer import GANRecipe, train_cgan
 from worker.training.common import TrainResult
 from worker.training.cvae_trainer import train_cvae
+from worker.training.diffusion_trainer import DiffusionRecipe, train_diffusion
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,9 @@ IMAGE_FAMILIES: dict[str, ImageFamily] = {family.name: family for family in (
                 has_class_means=cvae.has_class_means),
     ImageFamily(cgan, cgan.CGANConfig, train_cgan, {"discriminator": "d_loss", "generator": "g_loss"},
                 "hinge loss", recipe=GANRecipe),
+    ImageFamily(diffusion, diffusion.DiffusionConfig, train_diffusion,
+                {"train": "train_loss", "held-out": "test_loss"}, "weighted denoising loss",
+                recipe=DiffusionRecipe, latent=diffusion.latent),
 )}
 # Every family by name, for loading checkpoints (the description model and the classifier included).
 LOADERS: dict[str, Callable[[dict[str, Any]], Any]] = {
