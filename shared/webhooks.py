@@ -52,16 +52,30 @@ def verify(secret: str, header: str, body: bytes, *, now: int, tolerance_s: int 
     return hmac.compare_digest(sign(secret, timestamp, body), f"t={timestamp},v1={parts.get('v1', '')}")
 
 
+# IPv6 ranges that carry or reach an IPv4 address (IPv4-compatible, NAT64, 6to4) or are deprecated
+# site-local: `is_global` lets some through, and through them 127.0.0.1 or 169.254.169.254.
+REFUSED_V6 = tuple(ipaddress.ip_network(n) for n in ("::/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16",
+                                                      "fec0::/10"))
+
+
 def _non_global(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        elif any(ip in network for network in REFUSED_V6):
+            return True
     return not ip.is_global or ip.is_multicast
 
 
 def resolve_target(url: str, *, allow_private: bool, field: str = "webhook") -> list[str]:
-    """The target's addresses; ValidationFailed when it cannot be called."""
-    parts = urlsplit(url)
+    """The target's addresses; ValidationFailed when it cannot be called. The worker connects to
+    these very addresses (`pinned_url`), so a name that re-resolves elsewhere later gains nothing."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:  # "http://[::1/": an unclosed IPv6 literal, a bad port
+        raise ValidationFailed(f"the webhook URL is malformed ({exc})", code="invalid_webhook", field=field) from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationFailed("a webhook is an http(s) URL with a host", code="invalid_webhook", field=field)
     if parts.username or parts.password:
@@ -81,6 +95,16 @@ def resolve_target(url: str, *, allow_private: bool, field: str = "webhook") -> 
                                    f"{blocked[0]})", code="webhook_target_not_allowed", field=field,
                                    details={"addresses": blocked})
     return addresses
+
+
+def pinned_url(url: str, address: str) -> tuple[str, str, str]:
+    """The URL with its host replaced by one checked address, the Host header it needs, and the
+    hostname TLS must verify: the delivery connects where the check looked, not where DNS says now."""
+    parts = urlsplit(url)
+    literal = f"[{address}]" if ":" in address else address
+    netloc = literal + (f":{parts.port}" if parts.port else "")
+    host_header = parts.netloc.rsplit("@", 1)[-1]
+    return parts._replace(netloc=netloc).geturl(), host_header, parts.hostname or ""
 
 
 def dispatch_outbox(client: redis.Redis, celery: Any, limit: int = 200) -> int:

@@ -15,9 +15,17 @@ import pytest
 from deploy.local.servers import free_port
 from shared.errors import ValidationFailed
 from shared.settings import Settings
-from shared.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, resolve_target, sign, verify
+from shared.webhooks import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    pinned_url,
+    resolve_target,
+    sign,
+    verify,
+)
 from tests.support import WEBHOOK_SECRET, ApiServer, Client, WorkerProcess, on_redis_db, settings_from
-from worker.webhook_delivery import backoff_s
+from worker.webhook_delivery import backoff_s, post_pinned
 
 
 class Receiver:
@@ -81,7 +89,10 @@ def test_backoff_doubles_with_bounded_jitter() -> None:
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8080/x", "http://localhost/x", "http://10.1.2.3/x",
                                  "http://192.168.0.10/x", "http://172.16.5.5/x", "http://169.254.169.254/latest",
                                  "http://[::1]/x", "http://[::ffff:127.0.0.1]/x", "http://100.64.0.1/x",
-                                 "http://0.0.0.0/x", "http://[fd00::1]/x"])
+                                 "http://0.0.0.0/x", "http://[fd00::1]/x",
+                                 # IPv6 forms that reach IPv4 loopback / metadata, and deprecated site-local
+                                 "http://[::127.0.0.1]/x", "http://[64:ff9b::a9fe:a9fe]/x",
+                                 "http://[2002:7f00:1::1]/x", "http://[fec0::1]/x"])
 def test_private_and_loopback_targets_are_refused(url: str) -> None:
     with pytest.raises(ValidationFailed) as refused:
         resolve_target(url, allow_private=False)
@@ -96,6 +107,25 @@ def test_credentials_and_unresolvable_hosts_are_refused() -> None:
         resolve_target("https://no-such-host.invalid/x", allow_private=False)
     assert unresolvable.value.code == "webhook_unresolvable"
     assert resolve_target("https://93.184.216.34/x", allow_private=False) == ["93.184.216.34"]
+
+
+@pytest.mark.parametrize("url", ["http://[::1/", "http://example.com:99999/x", "http://example.com:port/x"])
+def test_malformed_urls_are_refused_by_name(url: str) -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        resolve_target(url, allow_private=True)
+    assert refused.value.code == "invalid_webhook" and refused.value.field == "webhook"
+
+
+def test_a_delivery_connects_to_the_checked_address_not_a_fresh_lookup(receiver: Receiver) -> None:
+    """DNS rebinding: the name is resolved once, checked, and the request goes to that address with
+    the name in the Host header. `.invalid` never resolves, so any second lookup would fail."""
+    port = receiver.server.server_port
+    assert pinned_url("https://shop.example:8443/h?x=1", "2001:db8::5") == (
+        "https://[2001:db8::5]:8443/h?x=1", "shop.example:8443", "shop.example")
+    response = post_pinned(f"http://rebound.invalid:{port}/hooks", "127.0.0.1", b"{}",
+                           {EVENT_HEADER: "succeeded", "Content-Length": "2"}, 5)
+    assert response.status_code == 503  # the receiver's first answer
+    assert receiver.received[0]["headers"]["Host"] == f"rebound.invalid:{port}"
 
 
 @pytest.mark.e2e

@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from shared.errors import ValidationFailed
 from shared.jobs import JobStore, public_view
 from shared.queue import DELIVER_WEBHOOK_TASK, WEBHOOKS
 from shared.settings import Settings
 from shared.storage import Storage
-from shared.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, resolve_target, sign
+from shared.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, pinned_url, resolve_target, sign
 
 log = logging.getLogger(__name__)
 USER_AGENT = "Atelier-Webhooks/1"
@@ -38,6 +39,28 @@ def payload(job_data: dict, event: str) -> bytes:
     return json.dumps({"event": event, "job": job_data}, separators=(",", ":")).encode()
 
 
+class _PinnedTLS(HTTPAdapter):
+    """TLS to an address literal that still sends SNI for, and verifies the certificate of, the name."""
+
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.update(server_hostname=self.hostname, assert_hostname=self.hostname)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def post_pinned(url: str, address: str, body: bytes, headers: dict[str, str], timeout: float) -> requests.Response:
+    """POST to the address `resolve_target` checked (no second DNS lookup: no rebinding), no redirects."""
+    target, host, hostname = pinned_url(url, address)
+    with requests.Session() as session:
+        session.trust_env = False  # no proxy from the environment between the check and the target
+        session.mount("https://", _PinnedTLS(hostname))
+        return session.post(target, data=body, headers={**headers, "Host": host}, timeout=timeout,
+                            allow_redirects=False)
+
+
 def deliver(settings: Settings, store: JobStore, storage: Storage, celery: Any, job_id: str, event: str,
             attempt: int) -> dict | None:
     """One attempt. Returns the recorded attempt (None when the job or its webhook is gone)."""
@@ -49,14 +72,13 @@ def deliver(settings: Settings, store: JobStore, storage: Storage, celery: Any, 
     retry = True
     started = time.monotonic()
     try:
-        resolve_target(job.webhook, allow_private=settings.webhook_allow_private)
+        addresses = resolve_target(job.webhook, allow_private=settings.webhook_allow_private)
         if not settings.webhook_secret:
             raise ValidationFailed("ATELIER_WEBHOOK_SECRET is not set on the worker", code="webhooks_not_configured")
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, EVENT_HEADER: event,
                    DELIVERY_HEADER: f"{job_id}:{event}",
                    SIGNATURE_HEADER: sign(settings.webhook_secret, int(time.time()), body)}
-        response = requests.post(job.webhook, data=body, headers=headers, timeout=settings.webhook_timeout_s,
-                                 allow_redirects=False)
+        response = post_pinned(job.webhook, addresses[0], body, headers, settings.webhook_timeout_s)
         record["status_code"] = response.status_code
         record["ok"] = 200 <= response.status_code < 300
         if not record["ok"]:
