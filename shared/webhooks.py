@@ -52,20 +52,19 @@ def verify(secret: str, header: str, body: bytes, *, now: int, tolerance_s: int 
     return hmac.compare_digest(sign(secret, timestamp, body), f"t={timestamp},v1={parts.get('v1', '')}")
 
 
-# IPv6 ranges that carry or reach an IPv4 address (IPv4-compatible, NAT64, 6to4) or are deprecated
-# site-local: `is_global` lets some through, and through them 127.0.0.1 or 169.254.169.254.
-REFUSED_V6 = tuple(ipaddress.ip_network(n) for n in ("::/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16",
-                                                      "fec0::/10"))
+# Ranges `is_global` lets through on some Python versions although they carry or reach another
+# address (IPv4-compatible, NAT64, 6to4 and its relay, segment routing) or are not on the public
+# internet (site-local, the IPv6 documentation range): through them, 127.0.0.1 or 169.254.169.254.
+REFUSED = tuple(ipaddress.ip_network(n) for n in ("::/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16",
+                                                   "fec0::/10", "5f00::/16", "3fff::/20", "192.88.99.0/24"))
 
 
 def _non_global(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        elif any(ip in network for network in REFUSED_V6):
-            return True
-    return not ip.is_global or ip.is_multicast
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast or any(ip in network for network in REFUSED
+                                                      if network.version == ip.version)
 
 
 def resolve_target(url: str, *, allow_private: bool, field: str = "webhook") -> list[str]:

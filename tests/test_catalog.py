@@ -124,3 +124,71 @@ def test_demo_catalog_slice(catalog_available: Path) -> None:
     assert counts == {"Jumpsuit": 16, "Rompers": 12}  # the rare classes stay in
     assert report["below_minimum"]["classes"] == {"Shrug": 6}  # listed, not silently dropped
     assert np.bincount(dataset.test.conditions["articleType"]).tolist() == [1, 1]
+
+
+def _lie_about_size(data: bytes, declared: int) -> bytes:
+    """The archive with every member's uncompressed size, local and central, rewritten to `declared`."""
+    out = bytearray(data)
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = out.find(signature)
+        while at != -1:
+            out[at + offset:at + offset + 4] = declared.to_bytes(4, "little")
+            at = out.find(signature, at + 4)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_zip_members_compressed_other_than_stored_or_deflate_are_not_read(tmp_path: Path, method: int) -> None:
+    """zipfile hands a bzip2/LZMA member's whole output over at once: such a member is refused
+    before a byte is decompressed, even one declaring 100 bytes that holds 64 MB."""
+    import tracemalloc
+
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", compression=method) as zf:
+        zf.writestr("p/1.jpg", b"\0" * (64 << 20))
+    path.write_bytes(_lie_about_size(path.read_bytes(), 100))
+    source = ImageSource(path)
+    tracemalloc.start()
+    with pytest.raises(ValueError, match="compression method"):
+        source.read("1")
+    assert tracemalloc.get_traced_memory()[1] < 1 << 20
+    tracemalloc.stop()
+
+
+def test_a_deflate_member_that_holds_more_than_it_declares_stays_bounded(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "liar.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("p/1.jpg", b"\0" * (100 << 20))  # 100 MB of zeros: about 100 KB compressed
+    path.write_bytes(_lie_about_size(path.read_bytes(), 100))
+    source = ImageSource(path)
+    tracemalloc.start()
+    with pytest.raises((ValueError, zipfile.BadZipFile)):
+        source.read("1")
+    assert tracemalloc.get_traced_memory()[1] < 2 << 20  # never the 100 MB
+    tracemalloc.stop()
+    big = tmp_path / "big.zip"
+    with zipfile.ZipFile(big, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("p/2.jpg", b"\0" * (catalog.MAX_IMAGE_BYTES + 1))  # honest, and over the per-image cap
+    with pytest.raises(ValueError, match="too large"):
+        ImageSource(big).read("2")
+
+
+def test_an_archive_with_too_many_entries_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(catalog, "MAX_ZIP_ENTRIES", 50)
+    path = tmp_path / "many.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(51):
+            zf.writestr(f"p/{i}.jpg", b"")
+    with pytest.raises(ValidationFailed) as refused:
+        ImageSource(path)
+    assert refused.value.code == "too_many_entries" and refused.value.field == "images"
+
+
+def test_images_decode_only_as_the_allowed_formats() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 20), (255, 0, 0)).save(buffer, "TIFF")  # Pillow reads TIFF; an upload may not
+    with pytest.raises(Exception, match="cannot identify"):
+        letterbox(buffer.getvalue(), 16)
+    assert letterbox(jpeg((255, 0, 0)), 16).shape == (16, 16, 3)

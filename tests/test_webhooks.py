@@ -142,6 +142,10 @@ def test_submit_refuses_private_targets_and_missing_secret(env: dict[str, str]) 
             assert response.status_code == 422, response.text
             assert response.json()["error"] == {**response.json()["error"], "code": "webhook_target_not_allowed",
                                                 "field": field}
+        malformed = client.http.post(f"{strict.url}/v1/jobs", json={"type": "train", "input": train,
+                                                                     "webhook": "http://[::1/"}, timeout=10)
+        assert malformed.status_code == 422, malformed.text
+        assert (malformed.json()["error"]["code"], malformed.json()["error"]["field"]) == ("invalid_webhook", "webhook")
         bad_event = client.http.post(f"{strict.url}/v1/jobs", timeout=10, json={
             "type": "train", "input": train, "webhook": {"url": "https://93.184.216.34/h", "events": ["progress"]}})
         assert bad_event.status_code == 422 and bad_event.json()["error"]["field"].startswith("webhook")

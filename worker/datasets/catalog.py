@@ -32,6 +32,12 @@ DEMO_FOLDER = "fashion-product-images-small"
 TYPE, COLOUR = "articleType", "baseColour"  # condition names, whatever the source columns are called
 MISSING_VALUES = frozenset({"", "NA", "N/A", "nan", "NaN", "null", "None"})
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # one product photo; anything larger is refused, not decoded
+MAX_ZIP_ENTRIES = 500_000  # the demo catalog has 44k; the central directory is read into memory
+# Stored and deflate only: zipfile hands a bzip2 or LZMA member's whole output to the reader at once,
+# so a few KB that claim 100 bytes can decompress to gigabytes before any size check.
+ZIP_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")  # decoded as these or not at all, whatever else Pillow knows
+CHUNK = 64 * 1024
 
 Progress = Callable[[float, str], None]
 
@@ -71,7 +77,12 @@ class ImageSource:
             except zipfile.BadZipFile as exc:
                 raise ValidationFailed(f"{path.name} is not a zip file", code="invalid_archive",
                                        field="images") from exc
-            names = [i.filename for i in self._zip.infolist() if not i.is_dir()]
+            entries = self._zip.infolist()
+            if len(entries) > MAX_ZIP_ENTRIES:
+                self._zip.close()
+                raise ValidationFailed(f"{path.name} has {len(entries)} entries; at most {MAX_ZIP_ENTRIES} are read",
+                                       code="too_many_entries", field="images")
+            names = [i.filename for i in entries if not i.is_dir()]
         elif path.is_dir():
             names = [str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()]
         else:
@@ -89,10 +100,7 @@ class ImageSource:
         if name is None:
             return None
         if self._zip is not None:
-            info = self._zip.getinfo(name)
-            if info.file_size > MAX_IMAGE_BYTES:
-                raise ValueError("image too large")
-            return self._zip.read(info)
+            return read_member(self._zip, self._zip.getinfo(name))
         target = self.path / name
         if target.stat().st_size > MAX_IMAGE_BYTES:
             raise ValueError("image too large")
@@ -103,9 +111,26 @@ class ImageSource:
             self._zip.close()
 
 
+def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int = MAX_IMAGE_BYTES) -> bytes:
+    """A member's bytes, never more than its declared size or `limit` in memory: a member whose
+    compression is not stored/deflate, that declares more than the limit or that yields more than
+    it declares is refused (ValueError) after reading at most one chunk past the declaration."""
+    if info.compress_type not in ZIP_METHODS:
+        raise ValueError(f"compression method {info.compress_type} is not read")
+    if info.file_size > limit:
+        raise ValueError("image too large")
+    out = bytearray()
+    with archive.open(info) as member:
+        while chunk := member.read(min(CHUNK, info.file_size + 1 - len(out))):
+            out += chunk
+            if len(out) > info.file_size:
+                raise ValueError("the member holds more than it declares")
+    return bytes(out)
+
+
 def letterbox(data: bytes, size: int) -> np.ndarray:
     """Any photo -> [size, size, 3] uint8, scaled to fit and centred on white."""
-    with Image.open(io.BytesIO(data)) as img:
+    with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
         if img.width * img.height > MAX_IMAGE_PIXELS:
             raise ValueError("image has too many pixels")
         return letterbox_image(img, size)
