@@ -12,7 +12,17 @@ import pytest
 import torch
 
 from tests.test_classifier import CPU, squares
-from worker.augmentation import LOW_CONFIDENCE, NEAR_DUPLICATE, GateRule, RarePolicy, class_seed, judge, slug
+from worker.augmentation import (
+    LOW_CONFIDENCE,
+    NEAR_DUPLICATE,
+    GateRule,
+    RarePolicy,
+    class_seed,
+    csv_safe,
+    judge,
+    slug,
+    unique_slugs,
+)
 from worker.datasets import fashion_mnist
 from worker.datasets.base import ImageDataset, ImageSplit
 from worker.feature_index import PRECISION, QUANTILES, FeatureIndex, build_index, embed
@@ -123,3 +133,17 @@ def test_balancing_options_of_the_classifier_trainer() -> None:
     assert weights[2] > 5 * weights[0]
     assert float((weights * torch.tensor(counts, dtype=torch.float32)).sum()) == pytest.approx(len(rare), rel=1e-5)
     assert sorted(epoch_order(rare, np.random.default_rng(0))) == list(range(len(rare)))
+
+
+def test_classes_that_slug_alike_get_their_own_paths() -> None:
+    slugs = unique_slugs(["Jeans", "jeans", "jeans!", "Tshirts"])
+    assert slugs["Tshirts"] == "tshirts"  # no collision: the readable form
+    assert len({slugs["Jeans"], slugs["jeans"], slugs["jeans!"]}) == 3
+    assert all(slugs[n].startswith("jeans-") for n in ("Jeans", "jeans", "jeans!"))
+    assert unique_slugs(["jeans", "Jeans"]) == {k: v for k, v in slugs.items() if k in ("jeans", "Jeans")}
+
+
+@pytest.mark.parametrize("cell", ["=HYPERLINK(\"http://evil\")", "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx"])
+def test_manifest_cells_never_start_a_formula(cell: str) -> None:
+    assert csv_safe(cell) == "'" + cell
+    assert csv_safe("Navy Blue") == "Navy Blue" and csv_safe(-0.5) == -0.5 and csv_safe(None) is None

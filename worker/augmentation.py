@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,3 +100,21 @@ def slug(name: str) -> str:
     """A class name as a storage path segment."""
     out = "".join(c.lower() if c.isalnum() else "-" for c in name).strip("-")
     return "-".join(filter(None, out.split("-"))) or "class"
+
+
+def unique_slugs(names: list[str]) -> dict[str, str]:
+    """Each class's path segment; names that slug alike ("Jeans", "jeans", "jeans!") each get a
+    short hash of the exact name, so no two classes share a record or a folder."""
+    plain = {name: slug(name) for name in names}
+    taken = Counter(plain.values())
+    return {name: s if taken[s] == 1 else f"{s}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+            for name, s in plain.items()}
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: object) -> object:
+    """A text cell a spreadsheet would run as a formula ("=HYPERLINK(...)", "+1-2", "@SUM") is
+    prefixed with an apostrophe (OWASP's CSV-injection advice); numbers are left alone."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value

@@ -31,7 +31,7 @@ from shared.families import facts
 from shared.registry import model_prefix
 from shared.schemas import AUGMENT_FAMILIES, AttributesInput, AugmentInput, Job, ModelVersion
 from shared.storage import PutItem
-from worker.augmentation import GateRule, Judgement, RarePolicy, class_seed, judge, slug
+from worker.augmentation import GateRule, Judgement, RarePolicy, class_seed, csv_safe, judge, unique_slugs
 from worker.context import WorkerContext
 from worker.describing import request_for, write_copy
 from worker.families import IMAGE_FAMILIES, SampleRequest
@@ -114,8 +114,10 @@ def _make_plan(ctx: WorkerContext, inp: AugmentInput, day: str, job_id: str, pro
                      else settings.augment_min_class_adherence)
     verdicts = _verdicts(ctx, inp.dataset)
     classes: dict[str, dict[str, Any]] = {}
-    for name, requested in policy.rare(considered).items():
-        entry: dict[str, Any] = {"count": counts[name], "requested": requested, "slug": slug(name),
+    rare = policy.rare(considered)
+    slugs = unique_slugs(list(rare))
+    for name, requested in rare.items():
+        entry: dict[str, Any] = {"count": counts[name], "requested": requested, "slug": slugs[name],
                                  "value": names.index(name)}
         if name in verdicts and not verdicts[name].get("helps", True):
             entry["skipped"] = {"reason": NOT_HELPFUL, "evidence": verdicts[name]}
@@ -180,7 +182,9 @@ def _carry_out(ctx: WorkerContext, job: Job, plan: dict, root: str, progress: Pr
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows({**r, "description": (r.get("description") or {}).get("text", "")} for r in rows)
+    # cells come from uploaded class names and generated copy: never a formula in a spreadsheet
+    writer.writerows({k: csv_safe(v) for k, v in {**r, "description": (r.get("description") or {}).get("text", "")
+                                                 }.items()} for r in rows)
     ctx.storage.put_many([
         PutItem(root + "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode(), "application/x-ndjson"),
         PutItem(root + "manifest.csv", buffer.getvalue().encode(), "text/csv"),
