@@ -18,7 +18,7 @@ from api.errors import error_response
 from api.services import services
 from api.submit_checks import check_submit
 from shared.errors import AtelierError, Conflict, Forbidden, NotFound, ValidationFailed
-from shared.jobs import TERMINAL_EVENTS, collect_keys, public_view, request_fingerprint
+from shared.jobs import ENQUEUE_FAILED, TERMINAL_EVENTS, collect_keys, public_view, request_fingerprint
 from shared.queue import JOB_TASKS, time_limit_s
 from shared.schemas import (
     SEED_MAX,
@@ -130,8 +130,9 @@ def submit(req: Any) -> Response:
             svc.store.mark_enqueued(job.id)
         except Exception:
             log.exception("could not enqueue job %s", job.id)
-            svc.store.fail_queued(job.id, "enqueue_failed", "the job could not be queued; submit it again")
-            response = error_response(503, "enqueue_failed", "the job could not be queued; retry shortly")
+            svc.store.fail_queued(job.id, ENQUEUE_FAILED, "the job could not be queued; submit it again")
+            # the same Idempotency-Key may be retried: it creates a new job (JobStore.create)
+            response = error_response(503, ENQUEUE_FAILED, "the job could not be queued; retry shortly")
             response.headers["Retry-After"] = "5"
             return response
     wait = wait_seconds()

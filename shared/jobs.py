@@ -83,6 +83,8 @@ local function is_terminal(st)
 end
 """
 
+ENQUEUE_FAILED = "enqueue_failed"  # the error of a job whose message never reached the queue
+
 # KEYS: job, index_all, index_owner, unsent, idem ('' when none), owner's queued set
 # ARGV: job_id, idem_ttl, request_hash, max_queued (0: no limit), field, value, ...
 _CREATE = """
@@ -316,6 +318,9 @@ class JobStore:
         self._fail_queued = reg(_LUA_PRELUDE + _FAIL_QUEUED)
         self._model_version = reg(_MODEL_VERSION)
         self._record_delivery = reg(_RECORD_DELIVERY)
+        # delete a key only if it still holds the value read (an idempotency key released once)
+        self._release = reg("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+                            "return 0")
 
     @classmethod
     def from_url(cls, url: str, *, retry_s: float = 3.0, **kwargs: Any) -> JobStore:
@@ -376,11 +381,17 @@ class JobStore:
         if model:
             fields["model"] = model
         flat = [item for pair in fields.items() for item in pair]
-        outcome, value = self._create(
-            keys=[self.key(job_id), self.ALL_INDEX, self.owner_index(owner), self.UNSENT, idem_key,
-                  self.queued_set(owner)],
-            args=[job_id, self.idempotency_ttl_s, fingerprint, max_queued, *flat],
-        )
+        for _ in range(2):
+            outcome, value = self._create(
+                keys=[self.key(job_id), self.ALL_INDEX, self.owner_index(owner), self.UNSENT, idem_key,
+                      self.queued_set(owner)],
+                args=[job_id, self.idempotency_ttl_s, fingerprint, max_queued, *flat],
+            )
+            if outcome != "existing" or not self._never_queued(value, fingerprint):
+                break
+            # The key's job failed before it was ever queued (503 enqueue_failed): the advised retry
+            # must create a job, not replay that failure for the key's lifetime.
+            self._release(keys=[idem_key], args=[value])
         if outcome == "limited":
             raise RateLimited(f"{value} of your jobs are already queued (the limit is {max_queued}); submit more "
                               "when some have started", retry_after_s=retry_after_s,
@@ -400,6 +411,11 @@ class JobStore:
 
     def mark_enqueued(self, job_id: str) -> None:
         self.redis.zrem(self.UNSENT, job_id)
+
+    def _never_queued(self, idem_value: str, fingerprint: str) -> bool:
+        first_id, _, first_fingerprint = idem_value.partition("|")
+        job = self.get(first_id) if first_fingerprint == fingerprint else None
+        return bool(job and job.status == JobStatus.FAILED and job.error and job.error.code == ENQUEUE_FAILED)
 
     def fail_queued(self, job_id: str, code: str, message: str) -> bool:
         error = json.dumps({"code": code, "message": message})

@@ -122,6 +122,25 @@ def test_idempotency_key_returns_the_first_job(store: JobStore) -> None:
         store.create(JobType.TRAIN, {"a": 2}, owner="idem", idempotency_key="k-1")
 
 
+def test_an_idempotency_key_whose_job_never_reached_the_queue_creates_a_new_one(store: JobStore) -> None:
+    """After a 503 enqueue_failed the advised retry, same key and request, must run, not replay the
+    failure; a job that ran and failed is replayed as before, and another request is still a Conflict."""
+    owner = f"idem-{uuid.uuid4().hex[:6]}"
+    first, _ = store.create(JobType.TRAIN, {"a": 1}, owner=owner, idempotency_key="k-enq")
+    assert store.fail_queued(first.id, "enqueue_failed", "the job could not be queued")
+    retry, created = store.create(JobType.TRAIN, {"a": 1}, owner=owner, idempotency_key="k-enq")
+    assert created and retry.id != first.id and retry.status == JobStatus.QUEUED
+    again, created_again = store.create(JobType.TRAIN, {"a": 1}, owner=owner, idempotency_key="k-enq")
+    assert not created_again and again.id == retry.id
+    with pytest.raises(Conflict):
+        store.create(JobType.TRAIN, {"a": 2}, owner=owner, idempotency_key="k-enq")
+    ran, _ = store.create(JobType.TRAIN, {"b": 1}, owner=owner, idempotency_key="k-ran")
+    token = claim(store, ran.id)[0]
+    assert store.finish(ran.id, token, JobStatus.FAILED, error={"code": "training_failed", "message": "x"})
+    replay, created_replay = store.create(JobType.TRAIN, {"b": 1}, owner=owner, idempotency_key="k-ran")
+    assert not created_replay and replay.id == ran.id
+
+
 def test_list_is_newest_first_with_cursor_and_filters(store: JobStore) -> None:
     owner = f"lister-{uuid.uuid4().hex[:6]}"
     ids = []
