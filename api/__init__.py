@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import Response, jsonify
 from flask_openapi3 import Info, OpenAPI
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api.auth import KeyRing, authenticate
 from api.console.routes import console_bp
@@ -40,6 +41,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         validation_error_callback=validation_error_response,
     )
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    if settings.trusted_proxies:  # behind TLS termination: the console's Secure cookie and Origin check see https
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     app.json = StrictJSONProvider(app)
     app.json.sort_keys = False
     app.extensions["atelier"] = services or Services.build(settings)

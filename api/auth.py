@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from flask import current_app, g, request
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -85,6 +86,25 @@ def presented_key() -> str | None:
     return request.headers.get("X-API-Key") or request.cookies.get(COOKIE) or None
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def key_from_cookie() -> bool:
+    """Whether the key came only from the console's cookie, which a browser attaches by itself."""
+    header = request.headers.get("Authorization", "")
+    return not (header[:7].lower() == "bearer " or request.headers.get("X-API-Key")) and COOKIE in request.cookies
+
+
+def check_same_origin() -> None:
+    """A write carried by the console cookie must come from the console's own pages: its Origin (or,
+    without one, its Referer) names this host. API clients send the key in a header and are not
+    affected. The cookie is also SameSite=Strict; this is the check that does not rely on the browser."""
+    source = request.headers.get("Origin") or request.headers.get("Referer") or ""
+    if urlsplit(source).netloc.lower() != request.host.lower():
+        raise Forbidden("a cookie-signed write must come from the console's own pages (Origin "
+                        f"{source or 'missing'} is not {request.host})", code="cross_site_request", field="Origin")
+
+
 def authenticate() -> None:
     """before_request: puts the Caller on `g`, or answers 401 for a missing or unknown key."""
     ring: KeyRing = current_app.extensions["atelier_keys"]
@@ -94,6 +114,8 @@ def authenticate() -> None:
     key = presented_key()
     caller = ring.lookup(key) if key else None
     if caller is not None:
+        if request.method not in SAFE_METHODS and key_from_cookie():
+            check_same_origin()
         g.caller = caller
         return
     if not request.path.startswith("/v1/"):

@@ -14,7 +14,9 @@ from shared.schemas import JobType
 from shared.settings import Settings
 
 INTERACTIVE, TRAINING, BATCH, WEBHOOKS = "interactive", "training", "batch", "webhooks"
-QUEUES = (INTERACTIVE, TRAINING, BATCH, WEBHOOKS)
+# The reaper's and the schedule's ticks: never behind a long job, never counted as GPU work by KEDA.
+MAINTENANCE = "maintenance"
+QUEUES = (INTERACTIVE, TRAINING, BATCH, WEBHOOKS, MAINTENANCE)
 REAP_TASK = "atelier.reap_stale_jobs"
 SCHEDULE_AUGMENT_TASK = "atelier.schedule_nightly_augment"
 DELIVER_WEBHOOK_TASK = "atelier.deliver_webhook"
@@ -55,7 +57,7 @@ def make_celery(settings: Settings, name: str = "atelier") -> Celery:
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
         task_default_queue=INTERACTIVE,
         task_routes={spec.name: {"queue": spec.queue} for spec in JOB_TASKS.values()}
-        | {REAP_TASK: {"queue": INTERACTIVE}, SCHEDULE_AUGMENT_TASK: {"queue": INTERACTIVE},
+        | {REAP_TASK: {"queue": MAINTENANCE}, SCHEDULE_AUGMENT_TASK: {"queue": MAINTENANCE},
            DELIVER_WEBHOOK_TASK: {"queue": WEBHOOKS}},
         broker_connection_retry_on_startup=True,
         broker_transport_options={

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     max_queued_jobs: int = Field(1000, ge=0, validation_alias=_env("ATELIER_MAX_QUEUED_JOBS"),
                                  description="queued jobs per key before submits get 429 (0: no limit)")
     queue_limit_retry_after_s: int = Field(30, ge=1, validation_alias=_env("ATELIER_QUEUE_LIMIT_RETRY_AFTER_SECONDS"))
+    trusted_proxies: int = Field(0, ge=0, le=5, validation_alias=_env("ATELIER_TRUSTED_PROXIES"),
+                                 description="reverse proxies in front of the API whose X-Forwarded-For/-Proto/"
+                                             "-Host are believed (werkzeug ProxyFix); 0: none")
     webhook_secret: str | None = Field(None, min_length=16, validation_alias=_env("ATELIER_WEBHOOK_SECRET"),
                                        description="HMAC-SHA256 key for webhook signatures; webhooks are refused "
                                                    "without one")

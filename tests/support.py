@@ -92,7 +92,8 @@ class WorkerProcess:
     def start(self, timeout: float = 60) -> WorkerProcess:
         self._log = self.log_path.open("ab")
         cmd = [sys.executable, "-m", "celery", "-A", "worker.main", "worker", "--queues",
-               "interactive,training,batch,webhooks", "--concurrency", str(self.concurrency), "--pool", "prefork",
+               "interactive,training,batch,webhooks,maintenance", "--concurrency", str(self.concurrency),
+               "--pool", "prefork",
                "--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
         self.process = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)

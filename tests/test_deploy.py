@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.queue import QUEUES
+from shared.queue import (
+    INTERACTIVE,
+    MAINTENANCE,
+    QUEUES,
+    REAP_TASK,
+    SCHEDULE_AUGMENT_TASK,
+    TRAINING,
+    WEBHOOKS,
+    make_celery,
+)
 from shared.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -105,15 +114,31 @@ def test_kubernetes_manifests(k8s: dict) -> None:
     assert consumed == set(QUEUES), "every queue has a consumer"
 
 
-def test_keda_scales_the_gpu_workers_on_their_queues(k8s: dict) -> None:
-    scaled = k8s[("ScaledObject", "atelier-worker-gpu")]
+@pytest.mark.parametrize(("name", "least"), [("atelier-worker-gpu", 1), ("atelier-trainer-gpu", 0)])
+def test_keda_scales_the_gpu_workers_on_their_queues(k8s: dict, name: str, least: int) -> None:
+    scaled = k8s[("ScaledObject", name)]
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     target = scaled["spec"]["scaleTargetRef"]["name"]
     assert ("Deployment", target) in k8s
     command = k8s[("Deployment", target)]["spec"]["template"]["spec"]["containers"][0]["command"]
     lists = {t["metadata"]["listName"] for t in scaled["spec"]["triggers"] if t["type"] == "redis"}
-    assert lists == queues_of(command)
-    assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
+    assert lists == queues_of(command) and MAINTENANCE not in lists  # the ticks are not GPU work
+    assert least <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
+
+
+def test_no_process_makes_a_short_job_wait_behind_a_training(compose: dict, k8s: dict) -> None:
+    """Finding 5: training is consumed apart from interactive jobs everywhere, and the reaper's and
+    schedule's ticks ride their own queue, consumed by the light notifier process."""
+    procfile = [shlex.split(cmd.split(": ", 1)[1]) for cmd in (REPO / "Procfile").read_text().splitlines()
+                if ": " in cmd]
+    commands = ([c.get("command", []) for c in compose["services"].values()] + procfile
+                + [c.get("command", []) for _, c in containers(k8s)])
+    for command in commands:
+        queues = queues_of(command)
+        assert not (TRAINING in queues and INTERACTIVE in queues), command
+        assert MAINTENANCE not in queues or queues <= {MAINTENANCE, WEBHOOKS}, command
+    routes = make_celery(Settings()).conf.task_routes
+    assert routes[REAP_TASK] == routes[SCHEDULE_AUGMENT_TASK] == {"queue": MAINTENANCE}
 
 
 def test_references_resolve_and_secrets_stay_in_the_secret(k8s: dict) -> None:

@@ -146,6 +146,26 @@ def test_a_dataset_belongs_to_the_key_that_imported_it(keyed_api: str, storage: 
         call(keyed_api, "POST", f"/v1/jobs/{job['id']}/cancel", "ops")
 
 
+def test_cookie_signed_writes_must_come_from_the_consoles_own_origin(keyed_api: str) -> None:
+    """Finding 17: a cross-site POST carrying the console cookie is a 403; the console's own pages
+    (same Origin or Referer) and header-keyed API clients are unaffected."""
+    job = call(keyed_api, "POST", "/v1/jobs", "bob", json=TRAIN).json()
+    cookie = {"Cookie": f"atelier_key={KEYS['bob']}"}
+    host = keyed_api.split("//", 1)[1]
+    for origin in ({"Origin": "http://evil.example"}, {"Referer": "http://evil.example/page"}, {}):
+        refused = requests.post(f"{keyed_api}/v1/jobs/{job['id']}/cancel", headers={**cookie, **origin}, timeout=10)
+        assert refused.status_code == 403, (origin, refused.text)
+        assert refused.json()["error"]["code"] == "cross_site_request" and refused.json()["error"]["field"] == "Origin"
+    assert requests.get(f"{keyed_api}/v1/jobs/{job['id']}", headers={**cookie, "Origin": "http://evil.example"},
+                        timeout=10).status_code == 200  # reads are not writes
+    same = requests.post(f"{keyed_api}/v1/jobs/{job['id']}/cancel", headers={**cookie, "Origin": f"http://{host}"},
+                         timeout=10)
+    assert same.status_code == 200, same.text
+    api_client = call(keyed_api, "POST", "/v1/jobs", "bob", json=TRAIN, headers={"Origin": "http://evil.example"})
+    assert api_client.status_code == 202  # a key in a header is not something a browser adds on its own
+    call(keyed_api, "POST", f"/v1/jobs/{api_client.json()['id']}/cancel", "bob")
+
+
 def test_bad_key_lists_stop_the_app(env: dict[str, str]) -> None:
     from api import create_app
 
