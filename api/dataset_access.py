@@ -89,6 +89,16 @@ def claim(name: str, field: str = "input.name") -> None:
         storage.put_json(owner_key(name), {"owner": me})
 
 
+def require_owner(name: str, field: str, what: str) -> None:
+    """Only the dataset's own key (or an admin) may `what` on it; on the shared demo datasets and
+    unowned ones, only an admin (their nightly runs are the operator's)."""
+    if caller_is_admin() or (name not in BUILTIN_DATASETS and owner_of(name) == current_caller().owner):
+        return
+    require_readable(name, field)
+    raise Forbidden(f"only an admin key may {what} on {name}, a dataset this key does not own",
+                    code="admin_only", field=field)
+
+
 def _slug(owner: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", owner)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from api.auth import caller_is_admin
-from api.dataset_access import check_source, claim, known_dataset
+from api.dataset_access import check_source, claim, known_dataset, require_owner
 from api.services import services
 from shared.conditions import resolve_conditions
 from shared.errors import Forbidden, ValidationFailed
@@ -103,7 +103,11 @@ def check_similar(req: SimilarJobRequest) -> str:
 def check_augment(req: AugmentJobRequest) -> str:
     """An augment run needs an image model and a classifier trained on the dataset."""
     inp = req.input
-    if holds_text(inp.dataset, "input.dataset"):
+    holds = holds_text(inp.dataset, "input.dataset")
+    # a run files under (dataset, date) and the nightly one publishes under the same plan: the shared
+    # datasets' runs are the operator's to configure
+    require_owner(inp.dataset, "input.dataset", "run augment")
+    if holds:
         raise ValidationFailed(f"dataset {inp.dataset!r} holds product descriptions; augment tops up image classes",
                                code="wrong_dataset_format", field="input.dataset")
     registry = services().registry

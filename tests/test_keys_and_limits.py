@@ -140,6 +140,10 @@ def test_a_dataset_belongs_to_the_key_that_imported_it(keyed_api: str, storage: 
     refused(submit("alice", {"family": "cvae", "dataset": name, "preset": "tiny"}, "train"), 422,
             "dataset_not_found", "input.dataset")
     assert submit("bob", {"family": "cvae", "dataset": name, "preset": "tiny"}, "train").status_code == 202
+    # augment: the demo catalog's runs are the operator's (finding 8); a key's own dataset is its own
+    refused(submit("bob", {"dataset": "catalog", "date": "2030-01-01", "min_confidence": 0}, "augment"), 403,
+            "admin_only", "input.dataset")
+    refused(submit("alice", {"dataset": name}, "augment"), 422, "dataset_not_found", "input.dataset")
     assert submit("ops", {"name": name, "source_prefix": "uploads/bob/own/"}).status_code == 202
     assert storage.get_json(f"datasets/{name}/owner.json") == {"owner": "bob"}  # an admin's re-import keeps it
     for job in call(keyed_api, "GET", "/v1/jobs", "ops").json()["jobs"]:
