@@ -6,10 +6,13 @@ import json
 import logging
 import re
 import secrets
+import shutil
 import tempfile
+import time
 import zipfile
 from typing import Any
 
+from botocore.exceptions import ClientError
 from flask import Response, jsonify, request, send_file
 from flask_openapi3 import APIBlueprint, Tag
 
@@ -199,13 +202,23 @@ def download_archive(path: JobPath) -> Response:
     with zipfile.ZipFile(spool, "w") as archive:
         for key in dict.fromkeys(collect_keys(job.output)):
             name = archive_name(job.id, key)
-            try:
-                data = storage.get(key)
-            except Exception:  # deleted since the job ended (a model version removed, say)
-                missing.append(key)
-                continue
             stored = key.endswith((".png", ".jpg", ".pt", ".npz"))  # already compressed
-            archive.writestr(name, data, compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+            info = zipfile.ZipInfo(name, date_time=time.gmtime()[:6])
+            info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+            # Streamed through a buffer that spills to disk: a 500 MB train.npz never sits in the API's
+            # memory, and an object that turns out missing leaves no empty entry behind.
+            with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as buffer:
+                try:
+                    storage.copy_to(key, buffer)
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") not in {"404", "NoSuchKey", "NotFound"}:
+                        raise
+                    missing.append(key)  # deleted since the job ended (a model version removed, say)
+                    continue
+                # an outage (TransientError) is not "missing": it propagates as a 503 with Retry-After
+                buffer.seek(0)
+                with archive.open(info, "w", force_zip64=True) as member:
+                    shutil.copyfileobj(buffer, member, 1024 * 1024)
         record = {**job.model_dump(mode="json", exclude={"webhook_deliveries"}), "missing_objects": missing}
         archive.writestr(f"{job.id}/job.json", json.dumps(record, indent=2), compress_type=zipfile.ZIP_DEFLATED)
     spool.seek(0)

@@ -141,6 +141,11 @@ class Storage:
     def get(self, key: str) -> bytes:
         return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(), f"get {key}")
 
+    def copy_to(self, key: str, fileobj: BinaryIO) -> None:
+        """Stream an object into a file in chunks (archives of large checkpoints), never whole in memory.
+        A missing object raises ClientError (404); an outage, TransientError."""
+        self._call(lambda: self.client.download_fileobj(self.bucket, key, fileobj), f"download {key}")
+
     def get_json(self, key: str) -> Any:
         return json.loads(self.get(key))
 

@@ -3,11 +3,14 @@ restarted with a thousand jobs queued. A private stack, workers and beat for thi
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -121,6 +124,36 @@ def test_past_the_deadline_a_job_fails_clearly_and_writes_no_manifest(outage: Ou
     assert done["error"]["code"] == "dependency_unavailable" and "object storage" in done["error"]["message"]
     assert not list(storage.list(f"jobs/{job['id']}/"))  # nothing half-written
     outage.stop_workers()
+
+
+def test_an_archive_during_a_storage_outage_is_a_503_not_a_zip_of_missing_objects(outage: Outage, model: str) -> None:
+    """Finding 10: the archive streams each object (never whole in memory) and an outage is a 503
+    with Retry-After, not a 200 listing every object as missing."""
+    client = outage.client
+    outage.worker("archive")
+    job = client.wait(client.submit("generate_images", {"conditions": {"class": "Bag"}, "n": 3, "seed": 2,
+                                                        "model": model})["id"], timeout=120)
+    outage.stop_workers()
+    assert job["status"] == "succeeded", job
+    impatient = ApiServer(settings_from({**outage.env, "ATELIER_S3_RETRY_DEADLINE_SECONDS": "2"})).start()
+    try:
+        ok = requests.get(f"{impatient.url}/v1/jobs/{job['id']}/archive", timeout=60)
+        assert ok.status_code == 200
+        with zipfile.ZipFile(io.BytesIO(ok.content)) as archive:
+            names = set(archive.namelist())
+            record = json.loads(archive.read(f"{job['id']}/job.json"))
+            first = archive.read(f"{job['id']}/images/000.png")
+        assert {f"{job['id']}/images/00{i}.png" for i in range(3)} <= names and record["missing_objects"] == []
+        assert first == client.download(job["output"]["images"][0]["url"])
+        outage.stack.stop_server("seaweedfs")
+        try:
+            down = requests.get(f"{impatient.url}/v1/jobs/{job['id']}/archive", timeout=60)
+        finally:
+            outage.stack.start_server("seaweedfs")
+        assert down.status_code == 503, down.text[:300]
+        assert down.headers["Content-Type"].startswith("application/json") and "Retry-After" in down.headers
+    finally:
+        impatient.stop()
 
 
 def test_a_thousand_queued_jobs_survive_a_redis_restart(outage: Outage, model: str) -> None:
