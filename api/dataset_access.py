@@ -18,7 +18,7 @@ import re
 from api.auth import caller_is_admin, current_caller
 from api.services import services
 from shared.errors import Forbidden, NotFound, ValidationFailed
-from shared.schemas import BUILTIN_DATASETS
+from shared.schemas import BUILTIN_DATASETS, ModelVersion
 
 CLAIM_KEY = "atelier:dataset-owner:{name}"
 
@@ -97,6 +97,12 @@ def require_owner(name: str, field: str, what: str) -> None:
     require_readable(name, field)
     raise Forbidden(f"only an admin key may {what} on {name}, a dataset this key does not own",
                     code="admin_only", field=field)
+
+
+def model_visible(model: ModelVersion) -> bool:
+    """A version trained on a dataset is the dataset's owner's (its vocabulary and counts describe
+    that dataset); an active version is an admin's choice to share and visible to every key."""
+    return model.active or may_read(model.dataset)
 
 
 def _slug(owner: str) -> str:

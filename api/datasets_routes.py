@@ -7,7 +7,7 @@ import csv
 import hashlib
 import io
 import zipfile
-from typing import IO
+from typing import IO, Annotated
 
 from flask import Response, jsonify, request
 from flask_openapi3 import APIBlueprint, FileStorage, Tag
@@ -30,8 +30,6 @@ from shared.schemas import (
     ImportDatasetJobRequest,
     Job,
     StrictModel,
-    integer,
-    number,
 )
 
 datasets_bp = APIBlueprint("datasets", __name__, url_prefix="/v1/datasets", abp_tags=[Tag(name="datasets")],
@@ -52,8 +50,9 @@ class DatasetUpload(StrictModel):
     type_column: ColumnName = "articleType"
     colour_column: ColumnName = "baseColour"
     title_column: ColumnName = "productDisplayName"
-    min_class_count: integer(ge=1, le=10_000) = 8
-    test_fraction: number(ge=0.01, le=0.5) = 0.1
+    # multipart values arrive as text: "8" is read as 8 here (JSON bodies stay strict about types)
+    min_class_count: Annotated[int, Field(ge=1, le=10_000)] = 8
+    test_fraction: Annotated[float, Field(ge=0.01, le=0.5)] = 0.1
 
 
 class DatasetPath(StrictModel):

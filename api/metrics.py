@@ -16,9 +16,11 @@ from shared.queue import QUEUES
 from shared.schemas import JobStatus
 from shared.webhooks import OUTBOX
 from shared.worker_stats import KEY_PREFIX as WORKERS_PREFIX
+from shared.worker_stats import live_workers
 
 JOB_COUNTS = "atelier:stats:jobs"
 DURATIONS_PREFIX = "atelier:stats:duration:"
+DURATIONS_INDEX = "atelier:stats:duration-index"  # every histogram key, written with it (shared/jobs.py)
 CURRENT = {JobStatus.QUEUED.value, JobStatus.RUNNING.value}
 
 metrics_bp = Blueprint("metrics", __name__)
@@ -47,7 +49,7 @@ class StoreCollector(Collector):
 
         durations = HistogramMetricFamily("atelier_job_duration_seconds", "Job run time, start to end",
                                           labels=["type", "status"])
-        for key in sorted(self.redis.scan_iter(match=DURATIONS_PREFIX + "*", count=100)):
+        for key in sorted(self.redis.smembers(DURATIONS_INDEX)):
             job_type, _, status = key[len(DURATIONS_PREFIX):].partition("|")
             data = self.redis.hgetall(key)
             buckets = sorted(((float(k), int(v)) for k, v in data.items() if k not in ("count", "sum")))
@@ -59,9 +61,10 @@ class StoreCollector(Collector):
                                 labels=["worker", "role"])
         gpu = GaugeMetricFamily("atelier_worker_gpu_memory_bytes", "CUDA memory of each worker process",
                                 labels=["worker", "kind"])
-        for key in sorted(self.redis.scan_iter(match=WORKERS_PREFIX + "*", count=100)):
-            data = self.redis.hgetall(key)
-            name = key[len(WORKERS_PREFIX):]
+        for name in live_workers(self.redis):
+            data = self.redis.hgetall(WORKERS_PREFIX + name)
+            if not data:  # expired since it was indexed
+                continue
             if "rss" in data:
                 rss.add_metric([name, data.get("role", "")], int(data["rss"]))
             for kind in ("allocated", "reserved"):

@@ -7,6 +7,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import Field
 
 from api.auth import BEARER, require_admin
+from api.dataset_access import model_visible
 from api.services import services
 from shared.schemas import ErrorResponse, ModelList, ModelPath, ModelVersion, StrictModel
 
@@ -21,9 +22,10 @@ class ModelsQuery(StrictModel):
 
 @models_bp.get("", responses={"200": ModelList})
 def list_models(query: ModelsQuery) -> Response:
-    """Model versions by family: dataset, metrics, condition vocabulary and which one is active."""
+    """Model versions by family: dataset, metrics, condition vocabulary and which one is active; those
+    trained on another key's dataset are left out (active versions are shared)."""
     models = services().registry.list(query.family)
-    return jsonify(models=[m.model_dump(mode="json") for m in models])
+    return jsonify(models=[m.model_dump(mode="json") for m in models if model_visible(m)])
 
 
 @models_bp.post("/<family>/<version>/activate", responses={"200": ModelVersion, "403": ErrorResponse})

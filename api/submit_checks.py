@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from api.auth import caller_is_admin
-from api.dataset_access import check_source, claim, known_dataset, require_owner
+from api.dataset_access import check_source, claim, known_dataset, model_visible, require_owner
 from api.services import services
 from shared.conditions import resolve_conditions
-from shared.errors import Forbidden, ValidationFailed
+from shared.errors import Forbidden, NotFound, ValidationFailed
 from shared.families import AUGMENT_FAMILIES, ENCODER_FAMILIES, FAMILY_SAMPLING_FIELDS, IMAGE_FAMILIES, facts
 from shared.query_images import decode_base64_image
 from shared.registry import feature_index_key
@@ -33,6 +33,15 @@ from shared.schemas import (
     TrainJobRequest,
     TraverseJobRequest,
 )
+
+
+def resolve_model(ref: str | None, default_family: str, field: str = "input.model") -> ModelVersion:
+    """The registry's answer, except that a version trained on another key's dataset reads as one that
+    does not exist."""
+    model = services().registry.resolve(ref, default_family=default_family, field=field)
+    if not model_visible(model):
+        raise NotFound(f"model {ref} does not exist; GET /v1/models lists them", code="model_not_found", field=field)
+    return model
 
 
 def holds_text(name: str, field: str) -> bool:
@@ -83,7 +92,7 @@ def check_similar(req: SimilarJobRequest) -> str:
     """Visual search needs a classifier and its feature index of the dataset; the photo is checked
     here so a bad one is a 422 naming input.image."""
     inp = req.input
-    model = services().registry.resolve(inp.classifier, default_family="classifier", field="input.classifier")
+    model = resolve_model(inp.classifier, default_family="classifier", field="input.classifier")
     if facts(model.family).role != "classifier":
         raise ValidationFailed(f"{model.ref} is not a classifier; visual search compares classifier features",
                                code="wrong_model_family", field="input.classifier")
@@ -112,7 +121,7 @@ def check_augment(req: AugmentJobRequest) -> str:
                                code="wrong_dataset_format", field="input.dataset")
     registry = services().registry
     if inp.model:
-        model = registry.resolve(inp.model, default_family=AUGMENT_FAMILIES[0])
+        model = resolve_model(inp.model, default_family=AUGMENT_FAMILIES[0])
         if model.family not in IMAGE_FAMILIES:
             raise ValidationFailed(f"{model.ref} is not an image model", code="wrong_model_family", field="input.model")
         if model.dataset != inp.dataset:
@@ -137,7 +146,7 @@ def check_augment(req: AugmentJobRequest) -> str:
 
 
 def check_describe(req: DescribeJobRequest) -> str:
-    model = services().registry.resolve(req.input.model, default_family="lm")
+    model = resolve_model(req.input.model, default_family="lm")
     if facts(model.family).role != "language":
         raise ValidationFailed(f"{model.ref} is not a language model; describe needs an lm version",
                                code="wrong_model_family", field="input.model")
@@ -146,7 +155,7 @@ def check_describe(req: DescribeJobRequest) -> str:
 
 def image_model(inp: Any) -> ModelVersion:
     """The image model a generate/hybrid/traverse job names, or its family's active one."""
-    model = services().registry.resolve(inp.model, default_family=inp.family.value)
+    model = resolve_model(inp.model, default_family=inp.family.value)
     if model.family not in IMAGE_FAMILIES:
         raise ValidationFailed(f"{model.ref} is not an image model; use one of {', '.join(IMAGE_FAMILIES)}",
                                code="wrong_model_family", field="input.model")
@@ -177,7 +186,7 @@ def check_generate(req: GenerateImagesJobRequest) -> str:
                                "(train family classifier on it)", code="no_classifier", field="input.min_confidence")
     check_sampling(inp.sampling, model)
     if inp.descriptions:
-        writer = services().registry.resolve(inp.description_model, default_family="lm",
+        writer = resolve_model(inp.description_model, default_family="lm",
                                              field="input.description_model")
         if facts(writer.family).role != "language":
             raise ValidationFailed(f"{writer.ref} is not a language model", code="wrong_model_family",

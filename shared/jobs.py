@@ -64,6 +64,7 @@ local function observe_duration(key, status, now)
   end
   redis.call('HINCRBY', hk, 'count', 1)
   redis.call('HINCRBYFLOAT', hk, 'sum', seconds)
+  redis.call('SADD', 'atelier:stats:duration-index', hk)  -- /metrics reads this set, never a SCAN
 end
 local function finish(key, running_set, job_id, status, ttl, fields)
   local now = now_s()

@@ -13,6 +13,7 @@ import time
 import redis
 
 KEY_PREFIX = "atelier:workers:"
+INDEX = "atelier:workers-index"  # name -> last publish time
 EXPIRY_S = 60
 
 
@@ -36,8 +37,19 @@ def gpu_bytes() -> dict[str, int]:
 
 def publish(client: redis.Redis, name: str, role: str) -> None:
     key = KEY_PREFIX + name
-    client.hset(key, mapping={"rss": resident_bytes(), "role": role, "updated": time.time(), **gpu_bytes()})
-    client.expire(key, EXPIRY_S)
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(key, mapping={"rss": resident_bytes(), "role": role, "updated": now, **gpu_bytes()})
+    pipe.expire(key, EXPIRY_S)
+    pipe.zadd(INDEX, {name: now})  # /metrics reads the recent members, never a SCAN of the keyspace
+    pipe.execute()
+
+
+def live_workers(client: redis.Redis) -> list[str]:
+    """Names of the workers that published within EXPIRY_S (older index entries are dropped)."""
+    cutoff = time.time() - EXPIRY_S
+    client.zremrangebyscore(INDEX, "-inf", cutoff)
+    return sorted(client.zrangebyscore(INDEX, cutoff, "+inf"))
 
 
 def start_publisher(client: redis.Redis, role: str, node: str | None = None,

@@ -217,6 +217,24 @@ def test_upload_a_merchandisers_catalog(client: Client, worker, tmp_path) -> Non
     assert unknown.status_code == 422 and unknown.json()["error"]["field"] == "input.dataset"
 
 
+def test_upload_number_fields_are_read_from_multipart_text(client: Client, worker) -> None:
+    """Finding 19: multipart values arrive as strings; "3" and "0.25" are the numbers meant, "many" a
+    422 naming the field."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("p/A1.jpg", b"not decoded before the job runs")
+    files = {"csv_file": ("m.csv", b"id,articleType,baseColour,productDisplayName\nA1,Tops,Red,One\n", "text/csv"),
+             "images": ("p.zip", archive.getvalue(), "application/zip")}
+    form = {"name": "numbers-from-a-form", "min_class_count": "3", "test_fraction": "0.25"}
+    response = client.http.post(f"{client.base}/v1/datasets", data=form, files=files, timeout=30)
+    assert response.status_code == 202, response.text
+    assert response.json()["input"]["min_class_count"] == 3 and response.json()["input"]["test_fraction"] == 0.25
+    for field, value in (("min_class_count", "many"), ("test_fraction", "0.9")):
+        bad = client.http.post(f"{client.base}/v1/datasets", data={**form, field: value}, files=files, timeout=30)
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == field, bad.text
+    client.wait(response.json()["id"], timeout=120)  # it ends (too small to train on); nothing left running
+
+
 def test_import_from_an_object_storage_prefix_with_loose_images(client: Client, worker, storage: Storage) -> None:
     prefix = "uploads/loose-images-test/"
     rows = ["id,articleType,baseColour,productDisplayName"]

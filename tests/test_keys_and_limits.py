@@ -8,9 +8,11 @@ import json
 from collections.abc import Iterator
 
 import pytest
+import redis
 import requests
 
 from shared.api_keys import hash_key, new_key
+from shared.registry import ModelRegistry
 from shared.storage import Storage
 from tests.support import ApiServer, on_redis_db, settings_from
 
@@ -107,7 +109,8 @@ def test_only_an_admin_key_activates_a_model_version(keyed_api: str) -> None:
         call(keyed_api, "POST", f"/v1/jobs/{job['id']}/cancel", "ops")
 
 
-def test_a_dataset_belongs_to_the_key_that_imported_it(keyed_api: str, storage: Storage) -> None:
+def test_a_dataset_belongs_to_the_key_that_imported_it(keyed_api: str, storage: Storage,
+                                                       env: dict[str, str]) -> None:
     """Another key's dataset is invisible (listed, read, trained on: as if it did not exist), its name
     cannot be re-imported, its uploads cannot be imported, and the shared demo datasets are an
     admin's to replace. An admin sees and may do all of it."""
@@ -140,6 +143,17 @@ def test_a_dataset_belongs_to_the_key_that_imported_it(keyed_api: str, storage: 
     refused(submit("alice", {"family": "cvae", "dataset": name, "preset": "tiny"}, "train"), 422,
             "dataset_not_found", "input.dataset")
     assert submit("bob", {"family": "cvae", "dataset": name, "preset": "tiny"}, "train").status_code == 202
+    # a version trained on it is bob's too: unlisted for alice and, named, a model that does not exist
+    version = f"v{900 + len(name) % 50}"
+    ModelRegistry(redis.Redis.from_url(on_redis_db(env, 5)["REDIS_URL"])).register(
+        {"family": "cvae", "version": version, "ref": f"cvae@{version}", "dataset": name, "job_id": "j",
+         "created_at": "2026-12-02T00:00:00+00:00", "metrics": {},
+         "vocabulary": {"articleType": ["Tops"], "baseColour": ["Red"]}}, activate="never")
+    seen = {who: {m["ref"] for m in call(keyed_api, "GET", "/v1/models", who).json()["models"]}
+            for who in ("alice", "bob")}
+    assert f"cvae@{version}" in seen["bob"] and f"cvae@{version}" not in seen["alice"]
+    refused(submit("alice", {"conditions": {"articleType": "Tops"}, "model": f"cvae@{version}"}, "generate_images"),
+            404, "model_not_found", "input.model")
     # augment: the demo catalog's runs are the operator's (finding 8); a key's own dataset is its own
     refused(submit("bob", {"dataset": "catalog", "date": "2030-01-01", "min_confidence": 0}, "augment"), 403,
             "admin_only", "input.dataset")

@@ -4,9 +4,11 @@ status, queue depth per queue, duration histograms, and the worker's memory."""
 from __future__ import annotations
 
 import pytest
+import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.metrics import StoreCollector
 from tests.support import Client, WorkerProcess
 
 pytestmark = pytest.mark.e2e
@@ -51,3 +53,29 @@ def test_metrics_follow_jobs_through_their_lifecycle(client: Client, worker: Wor
     rss = after["atelier_worker_resident_memory_bytes"]
     assert rss and all(s.value > 50e6 for s in rss)  # a worker with torch loaded
     assert any("w1@" in s.labels["worker"] and "interactive" in s.labels["role"] for s in rss)
+
+
+class _NoScan:
+    """A Redis client that fails any scan of the keyspace."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("scan", "scan_iter", "keys"):
+            raise AssertionError(f"/metrics called {name}: a scan of the whole keyspace on every scrape")
+        return getattr(self._client, name)
+
+
+def test_a_scrape_reads_indexes_not_the_keyspace(env: dict[str, str], client: Client, worker: WorkerProcess,
+                                                 trained_model: str) -> None:
+    """Finding 21: durations and worker memory come from index keys written beside them."""
+    done = client.wait(client.submit("generate_images", {"conditions": {"class": "Bag"}, "n": 1,
+                                                         "model": trained_model})["id"])
+    assert done["status"] == "succeeded"
+    families = {f.name: f for f in StoreCollector(_NoScan(redis.Redis.from_url(env["REDIS_URL"],
+                                                                                decode_responses=True))).collect()}
+    durations = families["atelier_job_duration_seconds"].samples
+    assert any(s.labels.get("type") == "generate_images" and s.name.endswith("_count") and s.value >= 1
+               for s in durations)
+    assert families["atelier_worker_resident_memory_bytes"].samples  # the test worker publishes every 10 s

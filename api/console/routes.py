@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 
 from api.auth import COOKIE, KeyRing
-from api.dataset_access import may_read
+from api.dataset_access import may_read, model_visible
 from api.datasets_routes import imported_names
 from api.jobs_routes import owned_job, public_job
 from api.services import services
@@ -54,7 +54,7 @@ def home() -> Response | str:
     cursor = request.args.get("cursor", "")
     cursor = cursor if _CURSOR.match(cursor) else None
     jobs, older = services().store.list(owner=None if caller.admin else caller.owner, limit=25, cursor=cursor)
-    image_models = [m for m in services().registry.list(None) if m.family in IMAGE_FAMILIES]
+    image_models = [m for m in services().registry.list(None) if m.family in IMAGE_FAMILIES and model_visible(m)]
     return render_template("home.html", jobs=jobs, older=older, image_models=image_models,
                            image_families=IMAGE_FAMILIES)
 
@@ -73,7 +73,7 @@ def job_page(job_id: str) -> Response | str:
 @signed_in
 def similar_page() -> Response | str:
     """Visual search: upload a photo, or arrive from a catalog item's or a generated image's "Similar"."""
-    classifiers = services().registry.list("classifier")
+    classifiers = [m for m in services().registry.list("classifier") if model_visible(m)]
     item = request.args.get("item", "")[:100]
     job_id, index = request.args.get("job", "")[:64], request.args.get("index", "")
     image = url_for("console.job_image", job_id=job_id, index=int(index)) if job_id and index.isdigit() else None
