@@ -413,6 +413,15 @@ class JobStore:
     def mark_enqueued(self, job_id: str) -> None:
         self.redis.zrem(self.UNSENT, job_id)
 
+    @staticmethod
+    def requeue_marker(job_id: str) -> str:
+        """Set by the reaper when it re-sends a job, cleared when a worker claims it: one recovery
+        message per job in the queue at a time, however long the queue is."""
+        return f"{PREFIX}requeued:{job_id}"
+
+    def claimed_after_requeue(self, job_id: str) -> None:
+        self.redis.delete(self.requeue_marker(job_id))
+
     def _never_queued(self, idem_value: str, fingerprint: str) -> bool:
         first_id, _, first_fingerprint = idem_value.partition("|")
         job = self.get(first_id) if first_fingerprint == fingerprint else None

@@ -10,6 +10,7 @@ import pytest
 from shared.errors import Conflict
 from shared.jobs import JobStore
 from shared.schemas import JobStatus, JobType
+from shared.settings import Settings
 
 
 def new(store: JobStore, owner: str = "store-tests", **kwargs: object):
@@ -180,3 +181,32 @@ def test_wait_until_terminal_returns_when_the_job_ends(store: JobStore) -> None:
     started = time.monotonic()
     assert store.wait_until_terminal(waiting.id, 0.5).status == JobStatus.QUEUED
     assert 0.4 < time.monotonic() - started < 2
+
+
+def test_the_reaper_sends_one_recovery_message_until_a_worker_claims_the_job(settings: Settings) -> None:
+    """Finding 13: a stale job in a backed-up queue is re-sent once, not every lease period; once a
+    worker has claimed it (and lost it again), the reaper may send a new copy. On a Redis database of
+    its own, so the reaper touches no other test's jobs or webhook events."""
+    from types import SimpleNamespace
+
+    from worker.reaper import reap_stale_jobs
+
+    store = JobStore.from_url(settings.redis_url.rsplit("/", 1)[0] + "/7")
+    store.redis.flushdb()
+    sent: list[str] = []
+    app = SimpleNamespace(send_task=lambda name, args, queue, **_: sent.append(args[0]))
+    ctx = SimpleNamespace(store=store, settings=SimpleNamespace(job_lease_s=0.2),
+                          registry=SimpleNamespace(is_empty=lambda: False))
+    job = new(store, owner=f"reaper-{uuid.uuid4().hex[:6]}")
+    store.mark_enqueued(job.id)
+    assert claim(store, job.id, lease_s=0.2)[1].state == "claimed"
+    time.sleep(0.5)  # the worker died: its lease ran out
+    for _ in range(3):  # every reaper tick while the copy waits in a long queue
+        reap_stale_jobs(ctx, app)  # type: ignore[arg-type]
+    assert sent.count(job.id) == 1
+    assert claim(store, job.id, lease_s=0.2)[1].state == "claimed"  # a worker took the copy ...
+    store.claimed_after_requeue(job.id)
+    time.sleep(0.5)  # ... and died too
+    reap_stale_jobs(ctx, app)  # type: ignore[arg-type]
+    assert sent.count(job.id) == 2
+    store.redis.flushdb()

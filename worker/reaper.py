@@ -6,7 +6,8 @@
 - queued jobs whose enqueue was never confirmed: the API died between the record and the send.
 It also dispatches webhook events left in the outbox, and rebuilds the model registry from object
 storage when Redis has lost it.
-A marker key keeps one re-enqueue per job per lease period, so a slow queue is not flooded.
+A marker key keeps one re-enqueued message per job until a worker claims it, so a backed-up queue is not
+flooded with copies.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from shared.webhooks import dispatch_outbox
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
+REQUEUE_AGAIN_S = 900
 
 
 def reap_stale_jobs(ctx: WorkerContext, app: Celery, unsent_after_s: float = 30.0) -> dict:
@@ -32,8 +34,11 @@ def reap_stale_jobs(ctx: WorkerContext, app: Celery, unsent_after_s: float = 30.
         if job is None or job.status.terminal:
             store.mark_enqueued(job_id)
             continue
-        marker = f"atelier:requeued:{job_id}"
-        if not store.redis.set(marker, reason, nx=True, ex=max(int(ctx.settings.job_lease_s * 2), 10)):
+        # The marker lasts until a worker claims the job (runner) or REQUEUE_AGAIN_S, so a backed-up
+        # queue gets one recovery message per job every 15 minutes, not one every lease period; a copy
+        # lost with the queue itself is still replaced.
+        marker_s = max(int(ctx.settings.job_lease_s * 2), REQUEUE_AGAIN_S)
+        if not store.redis.set(store.requeue_marker(job_id), reason, nx=True, ex=marker_s):
             continue
         spec = JOB_TASKS[job.type]
         app.send_task(spec.name, args=[job_id], queue=spec.queue)

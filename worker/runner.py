@@ -94,6 +94,7 @@ def run_job(ctx: WorkerContext, task: Task, job_id: str, handler: Handler) -> No
         if claim.state != "claimed":
             log.info("job %s not run: %s", job_id, claim.state)
             return
+        store.claimed_after_requeue(job_id)  # the reaper may send a new copy if this run is lost too
         job = store.get(job_id)
         assert job is not None
         log.info("job %s (%s) started, attempt %d", job_id, job.type, claim.attempts)
