@@ -17,10 +17,13 @@ _ACTIVE = "atelier:models:active"
 _FAMILIES = "atelier:models:families"
 
 # Atomically: record the version; activate it when asked, or when the family has none yet.
+# ARGV: family, version, summary, mode, the active version the decision was made against ('' when
+# not conditional). Returns 1 active, 0 not, -1 the active version changed since: decide again.
 _REGISTER = """
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[1])
 if ARGV[4] == 'always' then
+  if ARGV[5] ~= '' and redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[5] then return -1 end
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
   return 1
 elseif ARGV[4] == 'auto' then
@@ -59,11 +62,15 @@ class ModelRegistry:
         self._register = client.register_script(_REGISTER)
         self._raise_seq = client.register_script(_RAISE_SEQ)
 
-    def register(self, summary: dict[str, Any], *, activate: str = "auto") -> bool:
-        """Record a finished version (idempotent on rerun). Returns whether it is now active."""
+    def register(self, summary: dict[str, Any], *, activate: str = "auto",
+                 instead_of: str | None = None) -> bool | None:
+        """Record a finished version (idempotent on rerun). Returns whether it is now active; with
+        `instead_of` (activate "always" only if that version is still the active one, in the same
+        Redis step), None when another version became active meanwhile."""
         family, version = summary["family"], summary["version"]
-        return bool(self._register(keys=[_KEY.format(family=family), _ACTIVE, _FAMILIES],
-                                   args=[family, version, json.dumps(summary), activate]))
+        result = self._register(keys=[_KEY.format(family=family), _ACTIVE, _FAMILIES],
+                                args=[family, version, json.dumps(summary), activate, instead_of or ""])
+        return None if result == -1 else bool(result)
 
     def get(self, family: str, version: str) -> ModelVersion | None:
         raw = self.redis.hget(_KEY.format(family=family), version)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import redis
+
+from shared.registry import ModelRegistry
 from shared.schemas import ModelVersion
+from shared.settings import Settings
+from worker.handlers.common import publish
 from worker.promotion import decide
 
 
@@ -53,3 +58,40 @@ def test_a_blind_judge_withholds_fid_and_says_why() -> None:
     assert cvae.mode == "always" and "no FID verdict for cvae@v2" in cvae.reason and "test_loss" in cvae.reason
     cgan = decide(summary("cgan", "v2", fid_withheld=why), version("cgan", "v1", fid=3.0), "auto")
     assert cgan.mode == "never" and why in cgan.reason
+
+
+def test_two_trainings_finishing_together_never_leave_the_worse_one_active(settings: Settings) -> None:
+    """Finding 20: C (fid 2) is judged against A (fid 3) while B (fid 1) becomes active; the gate's
+    verdict is applied only if A is still active, so C is judged again, against B, and stays out."""
+    from types import SimpleNamespace
+
+    client = redis.Redis.from_url(settings.redis_url.rsplit("/", 1)[0] + "/8", decode_responses=True)
+    client.flushdb()
+    registry = ModelRegistry(client)
+    full = {"created_at": "2026-12-02T00:00:00+00:00", "job_id": "j", "vocabulary": {}}
+    a, b, c = ({**summary("cgan", v, fid=f), **full} for v, f in (("v1", 3.0), ("v2", 1.0), ("v3", 2.0)))
+    assert registry.register(a, activate="auto")
+
+    class RacingRegistry:
+        """The real registry, except that B is activated right after C's gate first reads A."""
+
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def active(self, family: str) -> ModelVersion | None:
+            seen = registry.active(family)
+            self.reads += 1
+            if self.reads == 1:
+                registry.register(b, activate="always")
+            return seen
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(registry, name)
+
+    racing = RacingRegistry()
+    outcome = publish(SimpleNamespace(registry=racing), c, "auto")  # type: ignore[arg-type]
+    assert registry.active("cgan").ref == "cgan@v2" and outcome["active"] is False
+    assert "vs 1 for cgan@v2" in outcome["reason"] and racing.reads == 2
+    again = publish(SimpleNamespace(registry=registry), b, "auto")  # a rerun of B's job: still active
+    assert again["active"] is True
+    client.flushdb()

@@ -76,10 +76,29 @@ class StorageCheckpoint:
 
 
 def publish(ctx: WorkerContext, summary: dict[str, Any], requested: str) -> dict[str, Any]:
-    """Register a finished version through the promotion gate; returns {active, reason}."""
-    decision = decide(summary, ctx.registry.active(summary["family"]), requested)
-    active = ctx.registry.register(summary, activate=decision.mode)
-    return {"active": active, "reason": decision.reason}
+    """Register a finished version through the promotion gate; returns {active, reason}. The gate's
+    verdict is applied only if the version it compared against is still the active one (checked in
+    the same Redis step); when two trainings finish together, the later one is judged again against
+    the winner, so the worse can never end up active."""
+    for _ in range(PROMOTION_ROUNDS):
+        current = ctx.registry.active(summary["family"])
+        decision = decide(summary, current, requested)
+        conditional = requested == "auto" and decision.mode == "always" and current is not None
+        active = ctx.registry.register(summary, activate=decision.mode,
+                                       instead_of=current.version if conditional and current else None)
+        if active is None:
+            continue  # another version became active between the reading and the writing
+        if decision.mode == "auto" and not active:
+            now = ctx.registry.active(summary["family"])
+            if now is not None and now.ref == summary["ref"]:  # a rerun of the job that made it active
+                return {"active": True, "reason": decision.reason}
+            continue  # the family's first version, but another was registered first: compare with it
+        return {"active": active, "reason": decision.reason}
+    return {"active": False, "reason": "the active version kept changing while this one was compared; it stays "
+                                       "inactive (activate it by hand if it should be)"}
+
+
+PROMOTION_ROUNDS = 5
 
 
 def train_params(inp: TrainInput, defaults: dict[str, Any]) -> TrainParams:
