@@ -8,12 +8,16 @@ import re
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from botocore.exceptions import ClientError
-from flask import Response, jsonify, request, send_file
+from flask import Response, current_app, jsonify, request, send_file
 from flask_openapi3 import APIBlueprint, Tag
 
 from api.auth import BEARER, current_caller
@@ -67,6 +71,33 @@ def wait_seconds() -> float:
     """`Prefer: wait=N` (RFC 7240), capped by the setting."""
     match = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
     return min(float(match.group(1)), services().settings.max_wait_s) if match else 0.0
+
+
+_waiting: Counter[str] = Counter()
+_waiting_lock = threading.Lock()
+
+
+@contextmanager
+def wait_slot(wait: float) -> Iterator[float]:
+    """The wait this request may have: `wait`, or 0 when its key already holds `max_waits_per_key`
+    open requests in this process (a preference may be ignored, RFC 7240), so one key cannot take
+    every thread of the API. With keys off there is one owner and no limit."""
+    if not wait:
+        yield 0.0
+        return
+    owner, limit = current_caller().owner, services().settings.max_waits_per_key
+    if not current_app.extensions["atelier_keys"].enabled:
+        limit = 0  # keys off: one development owner, nobody else to starve
+    with _waiting_lock:
+        granted = not limit or _waiting[owner] < limit
+        if granted:
+            _waiting[owner] += 1
+    try:
+        yield wait if granted else 0.0
+    finally:
+        if granted:
+            with _waiting_lock:
+                _waiting[owner] -= 1
 
 
 def public_job(job: Job) -> dict[str, Any]:
@@ -138,9 +169,9 @@ def submit(req: Any) -> Response:
             response = error_response(503, ENQUEUE_FAILED, "the job could not be queued; retry shortly")
             response.headers["Retry-After"] = "5"
             return response
-    wait = wait_seconds()
-    if wait:
-        job = svc.store.wait_until_terminal(job.id, wait) or job
+    with wait_slot(wait_seconds()) as wait:
+        if wait:
+            job = svc.store.wait_until_terminal(job.id, wait) or job
     response = _job_response(job, 202 if created and not job.status.terminal else 200)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
@@ -164,9 +195,9 @@ def get_job(path: JobPath) -> Response:
     """A job's status, progress and (when finished) outputs with presigned URLs.
     `Prefer: wait=N` holds the answer until the job ends or N seconds pass."""
     job = owned_job(path.job_id)
-    wait = wait_seconds()
-    if wait and not job.status.terminal:
-        job = services().store.wait_until_terminal(job.id, wait) or job
+    with wait_slot(wait_seconds() if not job.status.terminal else 0.0) as wait:
+        if wait:
+            job = services().store.wait_until_terminal(job.id, wait) or job
     response = jsonify(public_job(job))
     if wait:
         response.headers["Preference-Applied"] = f"wait={int(wait)}"

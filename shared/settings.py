@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(1 << 30, validation_alias=_env("ATELIER_MAX_UPLOAD_BYTES"),
                                   description="largest POST /v1/datasets upload (CSV + zip)")
     max_wait_s: int = Field(60, ge=0, le=60, validation_alias=_env("ATELIER_MAX_WAIT_SECONDS"))
+    max_waits_per_key: int = Field(4, ge=0, validation_alias=_env("ATELIER_MAX_WAITS_PER_KEY"),
+                                   description="`Prefer: wait` requests one key may hold open at once in each API "
+                                               "process; beyond it the answer comes at once (0: no limit)")
     idempotency_ttl_s: int = Field(86400, validation_alias=_env("ATELIER_IDEMPOTENCY_TTL_SECONDS"))
     job_ttl_s: int = Field(30 * 86400, validation_alias=_env("ATELIER_JOB_TTL_SECONDS"),
                            description="how long finished job records are kept in Redis")

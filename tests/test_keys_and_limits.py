@@ -5,7 +5,9 @@ database, so its jobs stay queued (no worker consumes them there)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -28,7 +30,8 @@ def keyed_api(env: dict[str, str]) -> Iterator[str]:
                {"name": "bob", "sha256": hash_key(KEYS["bob"])},
                {"name": "ops", "sha256": hash_key(KEYS["ops"]), "admin": True}]
     server = ApiServer(settings_from(on_redis_db(env, 5, ATELIER_API_KEYS=json.dumps(entries),
-                                                 ATELIER_QUEUE_LIMIT_RETRY_AFTER_SECONDS="17"))).start()
+                                                 ATELIER_QUEUE_LIMIT_RETRY_AFTER_SECONDS="17",
+                                                 ATELIER_MAX_WAITS_PER_KEY="1"))).start()
     yield server.url
     server.stop()
 
@@ -182,6 +185,24 @@ def test_cookie_signed_writes_must_come_from_the_consoles_own_origin(keyed_api: 
     api_client = call(keyed_api, "POST", "/v1/jobs", "bob", json=TRAIN, headers={"Origin": "http://evil.example"})
     assert api_client.status_code == 202  # a key in a header is not something a browser adds on its own
     call(keyed_api, "POST", f"/v1/jobs/{api_client.json()['id']}/cancel", "bob")
+
+
+def test_one_key_cannot_hold_every_waiting_thread(keyed_api: str) -> None:
+    """Finding 18: beyond ATELIER_MAX_WAITS_PER_KEY open `Prefer: wait` requests (1 here) a key's
+    next one is answered at once, without the preference applied; another key still waits."""
+    jobs = {who: call(keyed_api, "POST", "/v1/jobs", who, json=TRAIN).json() for who in ("bob", "ops")}
+    with ThreadPoolExecutor(3) as pool:
+        held = pool.submit(call, keyed_api, "GET", f"/v1/jobs/{jobs['bob']['id']}", "bob", {"Prefer": "wait=4"})
+        time.sleep(1.0)  # bob's first wait is open (nothing consumes this database's queue)
+        other = pool.submit(call, keyed_api, "GET", f"/v1/jobs/{jobs['ops']['id']}", "ops", {"Prefer": "wait=2"})
+        started = time.monotonic()
+        second = call(keyed_api, "GET", f"/v1/jobs/{jobs['bob']['id']}", "bob", {"Prefer": "wait=4"})
+        assert time.monotonic() - started < 1.5 and "Preference-Applied" not in second.headers
+        assert second.status_code == 200 and second.json()["status"] == "queued"
+        assert held.result().headers["Preference-Applied"] == "wait=4"
+        assert other.result().headers["Preference-Applied"] == "wait=2"
+    for job in jobs.values():
+        call(keyed_api, "POST", f"/v1/jobs/{job['id']}/cancel", "ops")
 
 
 def test_bad_key_lists_stop_the_app(env: dict[str, str]) -> None:
