@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 
 from deploy.local.servers import free_port
 from shared.errors import ValidationFailed
@@ -107,6 +108,38 @@ def test_credentials_and_unresolvable_hosts_are_refused() -> None:
         resolve_target("https://no-such-host.invalid/x", allow_private=False)
     assert unresolvable.value.code == "webhook_unresolvable"
     assert resolve_target("https://93.184.216.34/x", allow_private=False) == ["93.184.216.34"]
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_deadline() -> None:
+    """Finding 6: per-read timeouts let a receiver sending a byte every half second hold a notifier
+    thread for as long as it likes; the delivery has one deadline for the whole answer."""
+    import socket as socketlib
+
+    server = socketlib.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 200:
+            if stop.is_set():
+                break
+            try:
+                conn.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.25)
+        conn.close()
+
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(requests.Timeout):
+        post_pinned(f"http://slow.invalid:{server.getsockname()[1]}/h", "127.0.0.1", b"{}", {}, 1.5)
+    assert time.monotonic() - started < 4  # not the 50 s the trickle would take
+    stop.set()
+    server.close()
 
 
 @pytest.mark.parametrize("url", ["http://[::1/", "http://example.com:99999/x", "http://example.com:port/x"])

@@ -7,9 +7,12 @@ Redirects are not followed (a redirect could point inside the network the target
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
+import socket
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -39,26 +42,66 @@ def payload(job_data: dict, event: str) -> bytes:
     return json.dumps({"event": event, "job": job_data}, separators=(",", ":")).encode()
 
 
-class _PinnedTLS(HTTPAdapter):
-    """TLS to an address literal that still sends SNI for, and verifies the certificate of, the name."""
+class _DeliveryAdapter(HTTPAdapter):
+    """Remembers the connections it opens, so a watchdog can cut them at the delivery's deadline;
+    for TLS to an address literal it still sends SNI for, and verifies the certificate of, the name."""
 
-    def __init__(self, hostname: str) -> None:
-        self.hostname = hostname
+    def __init__(self, tls_hostname: str | None = None) -> None:
+        self.tls_hostname = tls_hostname
+        self.connections: list[Any] = []
         super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.update(server_hostname=self.hostname, assert_hostname=self.hostname)
+        if self.tls_hostname:
+            kwargs.update(server_hostname=self.tls_hostname, assert_hostname=self.tls_hostname)
         super().init_poolmanager(*args, **kwargs)
+
+    def get_connection_with_tls_context(self, *args: Any, **kwargs: Any) -> Any:
+        pool = super().get_connection_with_tls_context(*args, **kwargs)
+        if not getattr(pool, "_atelier_tracked", False):
+            get_conn = pool._get_conn
+
+            def tracked(*a: Any, **k: Any) -> Any:
+                conn = get_conn(*a, **k)
+                self.connections.append(conn)
+                return conn
+
+            pool._get_conn, pool._atelier_tracked = tracked, True
+        return pool
+
+    def cut(self) -> None:
+        for conn in self.connections:
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 def post_pinned(url: str, address: str, body: bytes, headers: dict[str, str], timeout: float) -> requests.Response:
-    """POST to the address `resolve_target` checked (no second DNS lookup: no rebinding), no redirects."""
+    """POST to the address `resolve_target` checked (no second DNS lookup: no rebinding), no redirects,
+    within `timeout` in all: a receiver that trickles its answer a byte at a time is cut off at the
+    deadline (per-read timeouts alone would let it hold a notifier thread for as long as it likes).
+    Only the status line and headers are read; the body is never downloaded."""
     target, host, hostname = pinned_url(url, address)
+    adapters = {"http://": _DeliveryAdapter(), "https://": _DeliveryAdapter(hostname)}
+    watchdog = threading.Timer(timeout, lambda: [a.cut() for a in adapters.values()])
+    watchdog.daemon = True
     with requests.Session() as session:
         session.trust_env = False  # no proxy from the environment between the check and the target
-        session.mount("https://", _PinnedTLS(hostname))
-        return session.post(target, data=body, headers={**headers, "Host": host}, timeout=timeout,
-                            allow_redirects=False)
+        for prefix, adapter in adapters.items():
+            session.mount(prefix, adapter)
+        watchdog.start()
+        try:
+            response = session.post(target, data=body, headers={**headers, "Host": host}, timeout=timeout,
+                                    allow_redirects=False, stream=True)
+            response.close()  # the status is the answer; the body stays unread
+            return response
+        except requests.RequestException as exc:
+            if not watchdog.is_alive():
+                raise requests.Timeout(f"no complete answer within {timeout:g} s") from exc
+            raise
+        finally:
+            watchdog.cancel()
 
 
 def deliver(settings: Settings, store: JobStore, storage: Storage, celery: Any, job_id: str, event: str,
