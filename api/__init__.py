@@ -7,7 +7,7 @@ from flask import Response, jsonify
 from flask_openapi3 import Info, OpenAPI
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from api.auth import KeyRing, authenticate
+from api.auth import KeyRing, Sessions, authenticate
 from api.console.routes import console_bp
 from api.datasets_routes import datasets_bp
 from api.errors import register_error_handlers, validation_error_response
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.json.sort_keys = False
     app.extensions["atelier"] = services or Services.build(settings)
     app.extensions["atelier_keys"] = KeyRing.from_settings(settings)
+    app.extensions["atelier_sessions"] = Sessions(app.extensions["atelier"].store.redis, settings.console_session_s)
     app.extensions["atelier_metrics"] = metrics_registry(app.extensions["atelier"].store.redis)
     register_error_handlers(app)
     app.before_request(authenticate)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hmac
 import json
+import secrets
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import current_app, g, request
@@ -70,29 +72,59 @@ class KeyRing:
         for entry in self.entries:  # compare against every entry: the time taken says nothing
             if hmac.compare_digest(entry.sha256, digest):
                 found = entry
-        if found is None:
+        return self._caller(found)
+
+    def by_name(self, name: str) -> Caller | None:
+        """The caller a console session signed in as, while its key is still configured."""
+        return self._caller(next((e for e in self.entries if e.name == name), None))
+
+    def _caller(self, entry: KeyEntry | None) -> Caller | None:
+        if entry is None:
             return None
-        limit = self.default_max_queued if found.max_queued is None else found.max_queued
-        return Caller(owner=found.name, admin=found.admin, max_queued=limit)
+        limit = self.default_max_queued if entry.max_queued is None else entry.max_queued
+        return Caller(owner=entry.name, admin=entry.admin, max_queued=limit)
 
     def anonymous(self) -> Caller:
         return Caller(owner=DEFAULT_OWNER, admin=False, max_queued=self.default_max_queued)
 
 
 def presented_key() -> str | None:
+    """The key sent in a header by an API client (the console's cookie holds a session, not a key)."""
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip() or None
-    return request.headers.get("X-API-Key") or request.cookies.get(COOKIE) or None
+    return request.headers.get("X-API-Key") or None
+
+
+SESSION_KEY = "atelier:console-session:{digest}"
+
+
+class Sessions:
+    """Console sign-ins kept server-side: the cookie holds a random id; Redis maps its hash to the
+    key's name until it expires or the user signs out. A key removed from the configuration ends
+    its sessions at the next request, and the cookie never carries the key itself."""
+
+    def __init__(self, client: Any, ttl_s: int) -> None:
+        self.redis, self.ttl_s = client, ttl_s
+
+    @staticmethod
+    def _key(session_id: str) -> str:
+        return SESSION_KEY.format(digest=hash_key(session_id))
+
+    def open(self, key_name: str) -> str:
+        session_id = secrets.token_urlsafe(32)
+        self.redis.set(self._key(session_id), key_name, ex=self.ttl_s)
+        return session_id
+
+    def name_of(self, session_id: str) -> str | None:
+        name = self.redis.get(self._key(session_id))
+        return name.decode() if isinstance(name, bytes) else name
+
+    def close(self, session_id: str) -> None:
+        self.redis.delete(self._key(session_id))
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def key_from_cookie() -> bool:
-    """Whether the key came only from the console's cookie, which a browser attaches by itself."""
-    header = request.headers.get("Authorization", "")
-    return not (header[:7].lower() == "bearer " or request.headers.get("X-API-Key")) and COOKIE in request.cookies
 
 
 def check_same_origin() -> None:
@@ -113,9 +145,13 @@ def authenticate() -> None:
         return
     key = presented_key()
     caller = ring.lookup(key) if key else None
-    if caller is not None:
-        if request.method not in SAFE_METHODS and key_from_cookie():
+    if caller is None and key is None and request.cookies.get(COOKIE):
+        sessions: Sessions = current_app.extensions["atelier_sessions"]
+        name = sessions.name_of(request.cookies[COOKIE])
+        caller = ring.by_name(name) if name else None
+        if caller is not None and request.method not in SAFE_METHODS:
             check_same_origin()
+    if caller is not None:
         g.caller = caller
         return
     if not request.path.startswith("/v1/"):

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     max_queued_jobs: int = Field(1000, ge=0, validation_alias=_env("ATELIER_MAX_QUEUED_JOBS"),
                                  description="queued jobs per key before submits get 429 (0: no limit)")
     queue_limit_retry_after_s: int = Field(30, ge=1, validation_alias=_env("ATELIER_QUEUE_LIMIT_RETRY_AFTER_SECONDS"))
+    console_session_s: int = Field(12 * 3600, ge=60, validation_alias=_env("ATELIER_CONSOLE_SESSION_SECONDS"),
+                                   description="how long a console sign-in lasts (server-side, ended by sign-out)")
     trusted_proxies: int = Field(0, ge=0, le=5, validation_alias=_env("ATELIER_TRUSTED_PROXIES"),
                                  description="reverse proxies in front of the API whose X-Forwarded-For/-Proto/"
                                              "-Host are believed (werkzeug ProxyFix); 0: none")

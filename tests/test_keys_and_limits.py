@@ -5,6 +5,7 @@ database, so its jobs stay queued (no worker consumes them there)."""
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -117,7 +118,7 @@ def test_a_dataset_belongs_to_the_key_that_imported_it(keyed_api: str, storage: 
     """Another key's dataset is invisible (listed, read, trained on: as if it did not exist), its name
     cannot be re-imported, its uploads cannot be imported, and the shared demo datasets are an
     admin's to replace. An admin sees and may do all of it."""
-    name = f"bob-things-{new_key()[-8:].lower()}"
+    name = f"bob-things-{secrets.token_hex(4)}"
     storage.put("uploads/bob/own/catalog.csv", b"id,articleType,baseColour\n1,Tops,Red\n", "text/csv")
 
     def submit(who: str, job_input: dict, job_type: str = "import_dataset") -> requests.Response:
@@ -167,11 +168,16 @@ def test_a_dataset_belongs_to_the_key_that_imported_it(keyed_api: str, storage: 
         call(keyed_api, "POST", f"/v1/jobs/{job['id']}/cancel", "ops")
 
 
-def test_cookie_signed_writes_must_come_from_the_consoles_own_origin(keyed_api: str) -> None:
-    """Finding 17: a cross-site POST carrying the console cookie is a 403; the console's own pages
-    (same Origin or Referer) and header-keyed API clients are unaffected."""
+def test_console_sessions_are_server_side_and_cookie_signed_writes_come_from_its_origin(keyed_api: str) -> None:
+    """Finding 17: the console cookie holds a server-side session (ended by signing out), and a
+    cross-site POST carrying it is a 403; the console's own pages (same Origin or Referer) and
+    header-keyed API clients are unaffected."""
     job = call(keyed_api, "POST", "/v1/jobs", "bob", json=TRAIN).json()
-    cookie = {"Cookie": f"atelier_key={KEYS['bob']}"}
+    signed_in = requests.post(f"{keyed_api}/login", data={"key": KEYS["bob"]}, allow_redirects=False, timeout=10)
+    assert signed_in.status_code == 302
+    session = signed_in.cookies["atelier_key"]
+    assert session and KEYS["bob"] not in session  # finding 17: the cookie holds a session, not the key
+    cookie = {"Cookie": f"atelier_key={session}"}
     host = keyed_api.split("//", 1)[1]
     for origin in ({"Origin": "http://evil.example"}, {"Referer": "http://evil.example/page"}, {}):
         refused = requests.post(f"{keyed_api}/v1/jobs/{job['id']}/cancel", headers={**cookie, **origin}, timeout=10)
@@ -185,6 +191,11 @@ def test_cookie_signed_writes_must_come_from_the_consoles_own_origin(keyed_api: 
     api_client = call(keyed_api, "POST", "/v1/jobs", "bob", json=TRAIN, headers={"Origin": "http://evil.example"})
     assert api_client.status_code == 202  # a key in a header is not something a browser adds on its own
     call(keyed_api, "POST", f"/v1/jobs/{api_client.json()['id']}/cancel", "bob")
+    # signing out ends the session on the server: the same cookie is then worth nothing
+    out = requests.post(f"{keyed_api}/logout", headers={**cookie, "Origin": f"http://{host}"}, allow_redirects=False,
+                        timeout=10)
+    assert out.status_code == 302
+    assert requests.get(f"{keyed_api}/v1/jobs", headers=cookie, timeout=10).status_code == 401
 
 
 def test_one_key_cannot_hold_every_waiting_thread(keyed_api: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 
-from api.auth import COOKIE, KeyRing
+from api.auth import COOKIE, KeyRing, Sessions
 from api.dataset_access import may_read, model_visible
 from api.datasets_routes import imported_names
 from api.jobs_routes import owned_job, public_job
@@ -21,12 +21,15 @@ from shared.schemas import BUILTIN_DATASETS, IMAGE_FAMILIES, Family, Preset
 
 console_bp = Blueprint("console", __name__, template_folder="templates", static_folder="static",
                        static_url_path="/static/console")
-COOKIE_MAX_AGE_S = 30 * 86400
 _CURSOR = re.compile(r"^[0-9a-f]{1,64}$")
 
 
 def _keys() -> KeyRing:
     return current_app.extensions["atelier_keys"]
+
+
+def _sessions() -> Sessions:
+    return current_app.extensions["atelier_sessions"]
 
 
 def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -111,10 +114,12 @@ def login() -> Response | str:
     error = None
     if request.method == "POST":
         key = (request.form.get("key") or "").strip()
-        if key and _keys().lookup(key):
+        caller = _keys().lookup(key) if key else None
+        if caller is not None:
             response = redirect(url_for("console.home"))
-            response.set_cookie(COOKIE, key, max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="Strict",
-                                secure=request.is_secure)
+            # the cookie holds a server-side session's id, never the key
+            response.set_cookie(COOKIE, _sessions().open(caller.owner), max_age=_sessions().ttl_s, httponly=True,
+                                samesite="Strict", secure=request.is_secure)
             return response
         error = "That key is not known. Ask your administrator for a key."
     return render_template("login.html", error=error), 401 if error else 200
@@ -122,6 +127,8 @@ def login() -> Response | str:
 
 @console_bp.post("/logout")
 def logout() -> Response:
+    if request.cookies.get(COOKIE):
+        _sessions().close(request.cookies[COOKIE])  # the session ends now, not when the cookie expires
     response = redirect(url_for("console.login"))
     response.delete_cookie(COOKIE)
     return response
