@@ -104,10 +104,12 @@ def test_list_jobs_over_http(client: Client, trained_model: str) -> None:
     assert any(j["model"] == trained_model for j in trains)
 
 
-def test_cancel_queued_and_running(client: Client, trained_model: str) -> None:
+def test_cancel_queued_and_running(client: Client, trained_model: str, storage: Storage) -> None:
     long = client.submit("train", {"family": "cvae", "dataset": "fashion-mnist", "preset": "tiny", "epochs": 300,
                                    "max_train_examples": 60000, "promote": "never"})
-    client.wait_for(long["id"], lambda j: j["status"] == "running" and j["progress"]["fraction"] > 0)
+    client.wait_for(long["id"], lambda j: j["status"] == "running" and "epoch 2/" in j["progress"]["message"],
+                    timeout=120)
+    assert storage.exists(f"jobs/{long['id']}/checkpoint.pt")  # the first epoch's resume point
     # The only worker slot is busy, so this one waits in the queue.
     queued = client.submit("generate_images", {"conditions": {"class": 1}, "n": 1})
     response = client.http.post(f"{client.base}/v1/jobs/{queued['id']}/cancel", timeout=10)
@@ -118,6 +120,7 @@ def test_cancel_queued_and_running(client: Client, trained_model: str) -> None:
     assert response.status_code == 202 and response.json()["cancel_requested"]
     ended = client.wait(long["id"], timeout=30)
     assert ended["status"] == "canceled" and time.monotonic() - started < 15
+    assert not storage.exists(f"jobs/{long['id']}/checkpoint.pt")  # a canceled training will not resume
     assert ended["output"] is None and ended["model"]  # the version it would have made is not registered
     models = client.http.get(f"{client.base}/v1/models", timeout=10).json()["models"]
     assert ended["model"] not in {m["ref"] for m in models}

@@ -47,9 +47,11 @@ class LRUCache:
                 self._items.popitem(last=False)
         return value
 
-    def forget(self, key: str) -> None:
+    def forget(self, key: str, keep: str | None = None) -> None:
+        """Drop `key` and every `key@<stamp>` entry (the imports of a dataset) except `keep`."""
         with self._lock:
-            self._items.pop(key, None)
+            for name in [k for k in self._items if (k == key or k.startswith(key + "@")) and k != keep]:
+                self._items.pop(name)
 
 
 class WorkerContext:
@@ -120,11 +122,16 @@ class WorkerContext:
         return self.training_copies.get_or_load(dataset, build)
 
     def image_dataset(self, name: str, progress: Callable[[float, str], None] | None = None) -> Any:
-        """An image dataset from object storage (importing a built-in one on first use), once per process."""
-        from worker.datasets.store import load_dataset
+        """An image dataset from object storage (importing a built-in one on first use), once per process
+        and import: the cache is keyed by the import's stamp, so a re-import made by another worker is
+        picked up here too (one small meta.json read per call) instead of serving the old images."""
+        from worker.datasets.items import catalog_stamp
+        from worker.datasets.store import load_dataset, load_meta
 
+        stamp = catalog_stamp(load_meta(name, self.storage))
+        self.datasets.forget(name, keep=f"{name}@{stamp}")  # an older import's images are freed now
         return self.datasets.get_or_load(
-            name, lambda: load_dataset(name, self.storage, self.settings, progress or (lambda *_: None)))
+            f"{name}@{stamp}", lambda: load_dataset(name, self.storage, self.settings, progress or (lambda *_: None)))
 
     def catalog_items(self, dataset: str) -> Any:
         """A dataset's items by id (photos, conditions) for visual search, built once per process."""

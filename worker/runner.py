@@ -18,7 +18,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from shared.errors import AtelierError, JobCanceled, TransientError
 from shared.jobs import JobStore
 from shared.logs import current_job_id
-from shared.schemas import Job, JobStatus
+from shared.schemas import Job, JobStatus, JobType
 from shared.webhooks import dispatch_outbox
 from worker.context import WorkerContext
 
@@ -122,12 +122,15 @@ def _execute(ctx: WorkerContext, job: Job, session: JobSession, handler: Handler
         if session.lost.is_set():
             log.warning("job %s was taken over by another worker; stopping", job.id)
             return
+        _drop_checkpoint(ctx, job)  # before the status changes: whoever sees "canceled" sees it gone
         session.finish(JobStatus.CANCELED, progress_message="canceled")
         log.info("job %s canceled", job.id)
     except AtelierError as exc:
+        _drop_checkpoint(ctx, job)
         session.finish(JobStatus.FAILED, error=exc.to_dict())  # code, message, field, details
         log.info("job %s failed: %s %s", job.id, exc.code, exc.message)
     except SoftTimeLimitExceeded:
+        _drop_checkpoint(ctx, job)
         session.finish(JobStatus.FAILED, error={"code": "timeout", "message": "the job ran past its time limit"})
         log.warning("job %s hit its time limit", job.id)
     except TransientError as exc:
@@ -136,9 +139,21 @@ def _execute(ctx: WorkerContext, job: Job, session: JobSession, handler: Handler
         log.error("job %s failed on an unavailable dependency: %s", job.id, exc)
     except Exception:
         log.exception("job %s failed unexpectedly", job.id)
+        _drop_checkpoint(ctx, job)
         session.finish(JobStatus.FAILED, error={
             "code": "internal_error",
             "message": f"the job failed unexpectedly; operators can find the traceback under job id {job.id}"})
     else:
         session.finish(JobStatus.SUCCEEDED, output=output)
         log.info("job %s succeeded in %.1fs", job.id, time.monotonic() - started)
+
+
+def _drop_checkpoint(ctx: WorkerContext, job: Job) -> None:
+    """A training that failed or was canceled will not resume (a new job starts afresh): its
+    per-epoch checkpoint is deleted rather than kept for ever (a success deletes it on publishing)."""
+    if job.type != JobType.TRAIN:
+        return
+    try:
+        ctx.storage.delete(f"jobs/{job.id}/checkpoint.pt")
+    except Exception as exc:  # cleanup must never change how the job ended
+        log.warning("could not delete the checkpoint of job %s: %s", job.id, exc)
