@@ -56,6 +56,10 @@ def test_submit_wait_status_list_download(client: Client, worker: WorkerProcess,
 def test_input_fields_and_validation_errors(client: Client, worker: WorkerProcess, trained_model: str) -> None:
     bad = atelier("submit", "generate_images", "--prompt", "a bag", "-n", "500", url=client.base)
     assert bad.returncode == 2 and "input.n" in bad.stderr
+    # --steps/--guidance travel as input.sampling; a cvae does not read them, and says which field
+    unread = atelier("submit", "generate_images", "--prompt", "a bag", "-m", trained_model, "--guidance", "3",
+                     url=client.base)
+    assert unread.returncode == 2 and "input.sampling.guidance" in unread.stderr, unread.stderr
     job = atelier("submit", "generate_images", "-s", 'conditions={"class": "Bag"}', "-s", "n=2", "-m",
                   trained_model, "--json", url=client.base)
     assert job.returncode == 0, job.stderr

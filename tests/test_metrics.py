@@ -9,6 +9,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import StoreCollector
+from shared.queue import QUEUES
 from tests.support import Client, WorkerProcess
 
 pytestmark = pytest.mark.e2e
@@ -42,8 +43,7 @@ def test_metrics_follow_jobs_through_their_lifecycle(client: Client, worker: Wor
                  status="succeeded") >= 1
     # queued/running are current counts, never negative
     assert all(s.value >= 0 for s in after["atelier_jobs"])
-    assert {s.labels["queue"] for s in after["atelier_queue_depth"]} == {"interactive", "training", "batch",
-                                                                         "webhooks"}
+    assert {s.labels["queue"] for s in after["atelier_queue_depth"]} == set(QUEUES)
     durations = after["atelier_job_duration_seconds"]
     count = value(durations, "atelier_job_duration_seconds_count", type="generate_images", status="succeeded")
     assert count >= 1
