@@ -87,7 +87,7 @@ end
 ENQUEUE_FAILED = "enqueue_failed"  # the error of a job whose message never reached the queue
 
 # KEYS: job, index_all, index_owner, unsent, idem ('' when none), owner's queued set
-# ARGV: job_id, idem_ttl, request_hash, max_queued (0: no limit), field, value, ...
+# ARGV: job_id, idem_ttl, request_hash, max_queued (0: no limit), record ttl, field, value, ...
 _CREATE = """
 if KEYS[5] ~= '' then
   local existing = redis.call('GET', KEYS[5])
@@ -99,7 +99,9 @@ if limit > 0 then
   if queued >= limit then return {'limited', tostring(queued)} end
 end
 local now = now_s()
-redis.call('HSET', KEYS[1], 'created_at', string.format('%.6f', now), unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], 'created_at', string.format('%.6f', now), unpack(ARGV, 6))
+-- a record expires even if it is never run (its message lost); finishing sets the TTL again
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
 count(KEYS[1], nil, 'queued')
 redis.call('SADD', KEYS[6], ARGV[1])
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
@@ -382,12 +384,14 @@ class JobStore:
         if model:
             fields["model"] = model
         flat = [item for pair in fields.items() for item in pair]
-        for _ in range(2):
+        for _ in range(3):
             outcome, value = self._create(
                 keys=[self.key(job_id), self.ALL_INDEX, self.owner_index(owner), self.UNSENT, idem_key,
                       self.queued_set(owner)],
-                args=[job_id, self.idempotency_ttl_s, fingerprint, max_queued, *flat],
+                args=[job_id, self.idempotency_ttl_s, fingerprint, max_queued, self.ttl_s, *flat],
             )
+            if outcome == "limited" and self.prune_queued(owner):
+                continue  # some of the counted jobs were gone or no longer queued: count again
             if outcome != "existing" or not self._never_queued(value, fingerprint):
                 break
             # The key's job failed before it was ever queued (503 enqueue_failed): the advised retry
@@ -421,6 +425,34 @@ class JobStore:
 
     def claimed_after_requeue(self, job_id: str) -> None:
         self.redis.delete(self.requeue_marker(job_id))
+
+    def prune_queued(self, owner: str) -> int:
+        """Drop from an owner's queued set the jobs that expired or are no longer queued (so a lost
+        job cannot count against `max_queued` for ever). Returns how many were dropped."""
+        members = sorted(self.redis.smembers(self.queued_set(owner)))
+        if not members:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in members:
+            pipe.hget(self.key(job_id), "status")
+        stale = [j for j, st in zip(members, pipe.execute(), strict=True) if st != JobStatus.QUEUED.value]
+        if stale:
+            self.redis.srem(self.queued_set(owner), *stale)
+        return len(stale)
+
+    def prune_index(self, batch: int = 500) -> int:
+        """Drop the oldest `batch` ids of the all-jobs index whose records have expired (the reaper
+        calls it each tick; listing an owner's jobs prunes that owner's index as it goes)."""
+        ids = self.redis.zrangebylex(self.ALL_INDEX, "-", "+", start=0, num=batch)
+        if not ids:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.exists(self.key(job_id))
+        gone = [j for j, present in zip(ids, pipe.execute(), strict=True) if not present]
+        if gone:
+            self.redis.zrem(self.ALL_INDEX, *gone)
+        return len(gone)
 
     def _never_queued(self, idem_value: str, fingerprint: str) -> bool:
         first_id, _, first_fingerprint = idem_value.partition("|")

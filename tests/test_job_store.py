@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from shared.errors import Conflict
+from shared.errors import Conflict, RateLimited
 from shared.jobs import JobStore
 from shared.schemas import JobStatus, JobType
 from shared.settings import Settings
@@ -209,4 +209,24 @@ def test_the_reaper_sends_one_recovery_message_until_a_worker_claims_the_job(set
     time.sleep(0.5)  # ... and died too
     reap_stale_jobs(ctx, app)  # type: ignore[arg-type]
     assert sent.count(job.id) == 2
+    store.redis.flushdb()
+
+
+def test_records_expire_and_the_indexes_forget_them(settings: Settings) -> None:
+    """Finding 12: a record has a TTL from creation (a job whose message is lost does not stay for
+    ever); expired jobs leave the all-jobs index (reaper) and stop counting against max_queued."""
+    store = JobStore.from_url(settings.redis_url.rsplit("/", 1)[0] + "/9", ttl_s=3600)
+    store.redis.flushdb()
+    owner = "ttl-owner"
+    first, _ = store.create(JobType.TRAIN, {"a": 1}, owner=owner, max_queued=2)
+    second, _ = store.create(JobType.TRAIN, {"a": 2}, owner=owner, max_queued=2)
+    assert 0 < store.redis.ttl(store.key(first.id)) <= 3600
+    with pytest.raises(RateLimited):
+        store.create(JobType.TRAIN, {"a": 3}, owner=owner, max_queued=2)
+    store.redis.delete(store.key(first.id))  # its record expired while it sat queued
+    third, created = store.create(JobType.TRAIN, {"a": 3}, owner=owner, max_queued=2)
+    assert created and store.redis.sismember(store.queued_set(owner), third.id)
+    assert not store.redis.sismember(store.queued_set(owner), first.id)
+    assert store.prune_index() == 1
+    assert store.redis.zrangebylex(store.ALL_INDEX, "-", "+") == sorted([second.id, third.id])
     store.redis.flushdb()

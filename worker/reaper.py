@@ -45,8 +45,10 @@ def reap_stale_jobs(ctx: WorkerContext, app: Celery, unsent_after_s: float = 30.
         store.mark_enqueued(job_id)
         requeued.append(job_id)
         log.warning("re-enqueued job %s (%s)", job_id, reason)
+    pruned = store.prune_index()  # expired records leave the all-jobs index instead of growing it for ever
     restored = ctx.registry.restore(ctx.storage) if ctx.registry.is_empty() else []
     if restored:
         log.warning("model registry was empty: restored %d versions from object storage (inactive): %s",
                     len(restored), ", ".join(restored))
-    return {"requeued": requeued, "webhooks_dispatched": dispatch_outbox(store.redis, app), "restored": restored}
+    return {"requeued": requeued, "webhooks_dispatched": dispatch_outbox(store.redis, app), "restored": restored,
+            "pruned": pruned}
