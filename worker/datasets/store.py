@@ -78,7 +78,8 @@ def _csv_from_prefix(spec: ImportDatasetInput, storage: Storage, workdir: Path,
         raise ValidationFailed(f"{spec.source_prefix} must hold exactly one .csv, found {len(csvs)}",
                                code="invalid_source", field="source_prefix")
     csv_path = workdir / "source.csv"
-    csv_path.write_bytes(storage.get(csvs[0]))
+    with csv_path.open("wb") as out:  # streamed: an upload is never whole in the worker's memory
+        storage.copy_to(csvs[0], out)
     return csv_path
 
 
@@ -89,7 +90,8 @@ def _catalog_from_prefix(spec: ImportDatasetInput, storage: Storage, workdir: Pa
     zips = [k for k in keys if k.lower().endswith(".zip")]
     if zips:
         images = workdir / "images.zip"
-        images.write_bytes(storage.get(zips[0]))
+        with images.open("wb") as out:
+            storage.copy_to(zips[0], out)
         return csv_path, images
     images = workdir / "images"
     for key in keys:
