@@ -191,7 +191,7 @@ def test_the_reaper_sends_one_recovery_message_until_a_worker_claims_the_job(set
 
     from worker.reaper import reap_stale_jobs
 
-    store = JobStore.from_url(settings.redis_url.rsplit("/", 1)[0] + "/7")
+    store = JobStore.from_url(settings.redis_url.rsplit("/", 1)[0] + "/13")
     store.redis.flushdb()
     sent: list[str] = []
     app = SimpleNamespace(send_task=lambda name, args, queue, **_: sent.append(args[0]))
@@ -215,7 +215,7 @@ def test_the_reaper_sends_one_recovery_message_until_a_worker_claims_the_job(set
 def test_records_expire_and_the_indexes_forget_them(settings: Settings) -> None:
     """Finding 12: a record has a TTL from creation (a job whose message is lost does not stay for
     ever); expired jobs leave the all-jobs index (reaper) and stop counting against max_queued."""
-    store = JobStore.from_url(settings.redis_url.rsplit("/", 1)[0] + "/9", ttl_s=3600)
+    store = JobStore.from_url(settings.redis_url.rsplit("/", 1)[0] + "/14", ttl_s=3600)
     store.redis.flushdb()
     owner = "ttl-owner"
     first, _ = store.create(JobType.TRAIN, {"a": 1}, owner=owner, max_queued=2)

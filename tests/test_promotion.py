@@ -65,7 +65,7 @@ def test_two_trainings_finishing_together_never_leave_the_worse_one_active(setti
     verdict is applied only if A is still active, so C is judged again, against B, and stays out."""
     from types import SimpleNamespace
 
-    client = redis.Redis.from_url(settings.redis_url.rsplit("/", 1)[0] + "/8", decode_responses=True)
+    client = redis.Redis.from_url(settings.redis_url.rsplit("/", 1)[0] + "/15", decode_responses=True)
     client.flushdb()
     registry = ModelRegistry(client)
     full = {"created_at": "2026-12-02T00:00:00+00:00", "job_id": "j", "vocabulary": {}}
