@@ -78,11 +78,10 @@ def claim(name: str, field: str = "input.name") -> None:
     if existing is None and storage.exists(f"datasets/{name}/meta.json"):
         raise Forbidden(f"dataset {name} was imported before owners were recorded; only an admin key may replace "
                         "it", code="admin_only", field=field)
-    if existing not in (None, me):
-        raise Forbidden(f"the dataset name {name} belongs to another key; choose another name", code="dataset_taken",
-                        field=field)
     redis = services().store.redis
-    if not redis.set(CLAIM_KEY.format(name=name), me, nx=True) and owner_of(name) != me:
+    # another key's name, or lost the race for a new one (SET NX is the one atomic claim)
+    if existing not in (None, me) or (not redis.set(CLAIM_KEY.format(name=name), me, nx=True)
+                                      and owner_of(name) != me):
         raise Forbidden(f"the dataset name {name} belongs to another key; choose another name", code="dataset_taken",
                         field=field)
     if existing is None:

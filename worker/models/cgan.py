@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from worker.models.cvae import ConditionEmbedding, latent_noise
+from worker.models.ema import update_ema
 
 
 @dataclass(frozen=True)
@@ -167,11 +168,9 @@ class CGAN(nn.Module):
         self.ema.load_state_dict(self.generator.state_dict())
         self.ema.requires_grad_(False)
 
-    @torch.no_grad()
     def update_ema(self, decay: float) -> None:
         """Average the weights; BatchNorm statistics are recomputed for them by `standing_statistics`."""
-        for ema_p, p in zip(self.ema.parameters(), self.generator.parameters(), strict=True):
-            ema_p.lerp_(p, 1.0 - decay)
+        update_ema(self.ema, self.generator, decay)
 
 
 @torch.no_grad()

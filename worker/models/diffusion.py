@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worker.models.ema import update_ema
+
 SIGMA_DATA = 0.5
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
 
@@ -209,10 +211,8 @@ class Diffusion(nn.Module):
         self.ema.load_state_dict(self.net.state_dict())
         self.ema.requires_grad_(False)
 
-    @torch.no_grad()
     def update_ema(self, decay: float) -> None:
-        for ema_p, p in zip(self.ema.parameters(), self.net.parameters(), strict=True):
-            ema_p.lerp_(p, 1.0 - decay)
+        update_ema(self.ema, self.net, decay)
 
 
 def denoise(net: UNet, x: torch.Tensor, sigma: torch.Tensor, e: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from shared.errors import JobCanceled
 from worker.datasets.base import ImageSplit
 from worker.models.cgan import CGAN, CGANConfig, hinge_d_loss, hinge_g_loss, standing_statistics
+from worker.models.ema import warmed_decay
 from worker.training.common import (
     CheckpointIO,
     Progress,
@@ -197,9 +198,8 @@ def train_cgan(config: CGANConfig, params: TrainParams, train: ImageSplit, test:
             g_opt.zero_grad(set_to_none=True)
             (g_loss + recipe.mode_seeking * ms + aux * g_class).backward()
             g_opt.step()
-            # Warm-up so early EMA weights are not dominated by the random initialisation.
             step_no = epoch * steps_per_epoch + step
-            model.update_ema(min(EMA_DECAY, (1 + step_no) / (10 + step_no)))
+            model.update_ema(warmed_decay(step_no, EMA_DECAY))
 
             sums["d_loss"] += d_loss.item() * b
             sums["g_loss"] += g_loss.item() * b

@@ -22,6 +22,7 @@ import torch
 from shared.errors import JobCanceled
 from worker.datasets.base import ImageSplit
 from worker.models.diffusion import Diffusion, DiffusionConfig, denoise, loss_weight
+from worker.models.ema import warmed_decay
 from worker.training.common import (
     CheckpointIO,
     Progress,
@@ -67,7 +68,8 @@ def diffusion_loss(net: torch.nn.Module, x: torch.Tensor, e: torch.Tensor, gen: 
 
 def drop_conditions(cond: dict[str, torch.Tensor], p: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """The same images with all their conditions replaced by "no condition" (-1) at rate p."""
-    drop = (torch.rand(next(iter(cond.values())).shape[0], generator=gen) < p).to(next(iter(cond.values())).device)
+    first = next(iter(cond.values()))
+    drop = (torch.rand(first.shape[0], generator=gen) < p).to(first.device)
     return {k: torch.where(drop, torch.full_like(v, -1), v) for k, v in cond.items()}
 
 
@@ -141,7 +143,7 @@ def train_diffusion(config: DiffusionConfig, params: TrainParams, train: ImageSp
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.net.parameters(), recipe.grad_clip)
             optimizer.step()
-            model.update_ema(min(recipe.ema_decay, (1 + step_no) / (10 + step_no)))
+            model.update_ema(warmed_decay(step_no, recipe.ema_decay))
             loss_sum += loss.item() * x.shape[0]
             seen += x.shape[0]
             progress(max((step_no + 1) / total_steps, budget.fraction()),
