@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     interactive_time_limit_s: int = Field(600, validation_alias=_env("ATELIER_INTERACTIVE_TIME_LIMIT_SECONDS"))
     batch_time_limit_s: int = Field(3 * 3600, validation_alias=_env("ATELIER_BATCH_TIME_LIMIT_SECONDS"))
     device: Literal["auto", "cpu", "cuda"] = Field("auto", validation_alias=_env("ATELIER_DEVICE"))
+    mixed_precision: Literal["auto", "bf16", "off"] = Field(
+        "auto", validation_alias=_env("ATELIER_MIXED_PRECISION"),
+        description="bf16 autocast in training: auto uses it where the CPU or GPU computes bf16 natively")
     model_cache_size: int = Field(4, ge=1, validation_alias=_env("ATELIER_MODEL_CACHE_SIZE"))
     preload_interpreter: bool = Field(True, validation_alias=_env("ATELIER_PRELOAD_INTERPRETER"),
                                       description="load the prompt interpreter when a worker process starts")

@@ -101,11 +101,12 @@ def publish(ctx: WorkerContext, summary: dict[str, Any], requested: str) -> dict
 PROMOTION_ROUNDS = 5
 
 
-def train_params(inp: TrainInput, defaults: dict[str, Any]) -> TrainParams:
-    """The job's training parameters: what it asked for, else the preset's."""
+def train_params(inp: TrainInput, defaults: dict[str, Any], mixed_precision: str = "auto") -> TrainParams:
+    """The job's training parameters: what it asked for, else the preset's; the precision is the
+    worker's setting (ATELIER_MIXED_PRECISION)."""
     return TrainParams(epochs=inp.epochs or defaults["epochs"], batch_size=inp.batch_size or defaults["batch_size"],
                        learning_rate=inp.learning_rate or defaults["learning_rate"],
                        seed=inp.seed if inp.seed is not None else 0,
                        max_train_examples=inp.max_train_examples or defaults.get("max_train_examples"),
                        max_eval_examples=defaults.get("max_eval_examples"),
-                       max_minutes=inp.max_minutes or defaults.get("max_minutes"))
+                       max_minutes=inp.max_minutes or defaults.get("max_minutes"), mixed_precision=mixed_precision)

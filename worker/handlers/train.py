@@ -30,9 +30,10 @@ from worker.training.common import TrainParams, batches
 log = logging.getLogger(__name__)
 
 
-def build_config(family: ImageFamily, inp: TrainInput, dataset: ImageDataset) -> tuple[Any, TrainParams]:
+def build_config(family: ImageFamily, inp: TrainInput, dataset: ImageDataset,
+                 mixed_precision: str = "auto") -> tuple[Any, TrainParams]:
     config = family.config_for(dataset, inp.preset.value)
-    return config, train_params(inp, family.presets[inp.preset.value]["train"])
+    return config, train_params(inp, family.presets[inp.preset.value]["train"], mixed_precision)
 
 
 def class_conditions(dataset: ImageDataset) -> list[dict[str, int]]:
@@ -95,7 +96,7 @@ def train_generator(ctx: WorkerContext, job: Job, inp: TrainInput, dataset: Imag
     per-class grids, publish."""
     family = IMAGE_FAMILIES[inp.family.value]
     ref = claim_model_version(ctx, job, family.name)  # stable across reruns
-    config, params = build_config(family, inp, dataset)
+    config, params = build_config(family, inp, dataset, ctx.settings.mixed_precision)
     recipe = family.recipe_for(inp.preset.value)
     result = family.train(config, params, dataset.train, dataset.test, device=ctx.device,
                           progress=scaled(progress, 0.05, 0.9), should_stop=should_stop,

@@ -34,7 +34,7 @@ def train_domain_classifier(ctx: WorkerContext, job: Job, progress: Progress, sh
     ref = claim_model_version(ctx, job, "classifier")
     preset = classifier.PRESETS[inp.preset.value]
     config = classifier.config_for(dataset, inp.preset.value)
-    params = train_params(inp, preset["train"])
+    params = train_params(inp, preset["train"], ctx.settings.mixed_precision)
     recipe = Recipe(**preset.get("recipe", {}))
     result = train_classifier(config, params, dataset.train, dataset.test, device=ctx.device,
                               progress=scaled(progress, 0.05, 0.9), should_stop=should_stop,

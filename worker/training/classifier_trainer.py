@@ -35,6 +35,7 @@ from worker.training.common import (
     save_epoch,
     to_batch,
 )
+from worker.training.precision import autocast, autocast_dtype
 
 log = logging.getLogger(__name__)
 SHIFT = 1 / 16  # of the image side, at the resolution the network sees (2 px at 32 px)
@@ -205,6 +206,7 @@ def train_classifier(config: ClassifierConfig, params: TrainParams, train: Image
     budget = TimeBudget(params.max_minutes, result.history)
     schedule = Schedule(params.learning_rate, total_steps, recipe.warmup_fraction, budget)
     weights = class_weights or {}
+    dtype = autocast_dtype(device, params.mixed_precision)
     for epoch in range(result.resumed_from_epoch, params.epochs):
         if budget.out_of_time():  # crossed while the last epoch was evaluated, or before a resume
             result.stopped_early = result.stopped_early or budget.reason(epoch)
@@ -222,8 +224,9 @@ def train_classifier(config: ClassifierConfig, params: TrainParams, train: Image
                 group["lr"] = schedule.rate(done)
             x, cond = to_batch(train, order[step * params.batch_size:(step + 1) * params.batch_size], device)
             x = augment(model.resize(x), gen).contiguous(memory_format=torch.channels_last)
-            logits = model(x, resized=True)
-            loss = sum(F.cross_entropy(out, cond[name], weight=weights.get(name),
+            with autocast(device, dtype):
+                logits = model(x, resized=True)
+            loss = sum(F.cross_entropy(out.float(), cond[name], weight=weights.get(name),
                                        label_smoothing=recipe.label_smoothing) for name, out in logits.items())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")

@@ -30,6 +30,7 @@ class TrainParams:
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     max_minutes: float | None = None  # time budget: training stops at the end of the step that crosses it
+    mixed_precision: str = "auto"  # bf16 autocast where the device computes it natively (precision.py)
 
 
 @dataclass
