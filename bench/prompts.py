@@ -26,6 +26,8 @@ PROMPT_SETS = {
     "main": Path(__file__).with_name("prompts.jsonl"),
     # words deliberately outside the lexicon ("timepiece", "ruby"): tests the embedding fallback
     "unlisted": Path(__file__).with_name("prompts_unlisted.jsonl"),
+    # more such words, written after the compound rule was chosen on "unlisted", never tuned on
+    "unlisted (held out)": Path(__file__).with_name("prompts_unlisted_holdout.jsonl"),
 }
 REFUSAL_SETS = {
     "out of catalog (calibration)": Path(__file__).with_name("prompts_out_of_catalog.jsonl"),

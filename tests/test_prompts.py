@@ -116,7 +116,8 @@ def test_out_of_catalog_prompts_are_refused(interpreter: PromptInterpreter, cata
 
 def test_refusing_keeps_the_catalog_prompts(interpreter: PromptInterpreter, catalog_vocab: Vocabulary) -> None:
     """The same thresholds still read every listed prompt and most unlisted ones."""
-    for name, floor in (("prompts", 1.0), ("prompts_unlisted", 0.85)):
+    # the held-out floor is today's figure (docs/BENCHMARKS.md): the encoder knows few of those words
+    for name, floor in (("prompts", 1.0), ("prompts_unlisted", 0.85), ("prompts_unlisted_holdout", 0.3)):
         cases = _cases(name)
         right = [c for c in cases if (r := interpreter.interpret(c["prompt"], catalog_vocab)).understood
                  and r.type.value == c["type"]]
@@ -144,3 +145,16 @@ def test_colour_words_are_never_typos_of_product_words(interpreter: PromptInterp
     catalog_like = interpreter.vocabulary(TYPES + ["Necklace and Chains"], COLOURS)
     for prompt in ("grey office chair", "tennis racket", "king size bed"):
         assert not interpreter.interpret(prompt, catalog_like).understood, prompt
+
+
+@pytest.mark.parametrize(("prompt", "kind"), [("cream loungewear trousers", "Lounge Pants"),  # the pair is another type
+                                              ("brown leather shoes", "Casual Shoes"),  # within the margin: as listed
+                                              ("black winter jacket", "Jackets"),
+                                              ("party dress", "Dresses")])
+def test_an_unknown_word_before_a_product_word_is_read_with_it(
+        interpreter: PromptInterpreter, catalog_vocab: Vocabulary, prompt: str, kind: str) -> None:
+    result = interpreter.interpret(prompt, catalog_vocab)
+    assert result.understood and result.type.value == kind, result.public(ROLES)
+    if kind == "Lounge Pants":
+        assert result.type.how == "similarity" and result.type.matched == "loungewear trousers"
+        assert result.unmapped == []

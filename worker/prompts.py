@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 TYPE_THRESHOLD = 0.65
 TYPE_FLOOR = 0.45
 TYPE_MARGIN = 0.15
+# "tennis shoes" is Sports Shoes, not the Casual Shoes that "shoes" alone means: a word no table knows
+# right before a listed product word reads the pair by similarity, and a different type wins only
+# by this margin over the listed one ("leather shoes", "winter jacket" stay as listed).
+COMPOUND_MARGIN = 0.1
 SPECIFICITY = 0.05  # a longer phrase within this cosine of the best wins ("wrist jewellery" -> Bracelet)
 COLOUR_EMBED_THRESHOLD = 0.75  # a single word must be this close to a colour to count as one
 FUZZY_MIN_LEN = 4  # shorter words are too easy to misread as another word
@@ -233,6 +237,11 @@ class PromptInterpreter:
                 kind = replace(kind, how="modifier")
             else:
                 kind = best
+        elif vocab.type_embeddings is not None and kind is not None:
+            compound = self._compound(words, used, vocab, kind, not_type)
+            if compound is not None:
+                types = [m for m in types if m is not kind] + [compound]
+                kind = compound
         # The first colour named wins, but a word that is a colour beats a guessed spelling.
         colour = next((m for m in colours if m.how != "spelling"), colours[0] if colours else None)
         leftovers = {i for m in types + colours[1:] if m.start != kind.start or m.value != kind.value
@@ -277,6 +286,22 @@ class PromptInterpreter:
             for i in range(start, end):
                 used[i] = True
         return match, closest
+
+    def _compound(self, words: list[str], used: list[bool], vocab: Vocabulary, kind: Match,
+                  blocked: set[int]) -> Match | None:
+        """`kind` read with the unknown word before it, when that pair is clearly another type."""
+        before = kind.start - 1
+        if (before < 0 or used[before] or before in blocked or not words[before].isalpha()
+                or words[before] in STOPWORDS or words[before] in NON_HEAD_WORDS or words[before] in TYPE_WORDS):
+            return None
+        phrase = " ".join(words[before:kind.end])
+        scores = vocab.type_scores((_embed(self.encoder, [phrase]) @ vocab.type_embeddings.T)[0])
+        best = int(np.argmax(scores))
+        listed = scores[vocab.types.index(kind.value)]
+        if vocab.types[best] == kind.value or scores[best] < TYPE_THRESHOLD or scores[best] - listed < COMPOUND_MARGIN:
+            return None
+        used[before] = True
+        return Match(vocab.types[best], float(scores[best]), phrase, "similarity", before, kind.end)
 
     def _embedded_colour(self, words: list[str], used: list[bool], vocab: Vocabulary) -> list[Match]:
         candidates = [i for i, w in enumerate(words) if not used[i] and w not in STOPWORDS and not w.isdigit()
