@@ -21,6 +21,8 @@ def main() -> None:
     parser.add_argument("--prompt", default="black short sleeve jumpsuit")
     parser.add_argument("--n", default="8")
     parser.add_argument("--model", default="family:cgan")
+    parser.add_argument("--what", default="images+descriptions", choices=["images", "images+descriptions"],
+                        help="images alone where no description model is trained yet")
     parser.add_argument("--out", default="docs/console.png")
     args = parser.parse_args()
     with sync_playwright() as playwright:
@@ -28,7 +30,7 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(args.url + "/")
         page.fill("#prompt", args.prompt)
-        page.select_option("#what", "images+descriptions")
+        page.select_option("#what", args.what)
         page.fill("#n", args.n)
         page.select_option("#model", args.model)
         page.click("form[data-submit] button[type=submit]")

@@ -45,6 +45,11 @@ class CGANConfig:
     # projection alone teaches a small GAN colour (a global tint) long before shape, so in a CPU
     # budget the type was ignored. Training only: sampling checkpoints hold the generator.
     aux_classifier: bool = False
+    # How the generator doubles its resolution: "transposed" (4x4 stride-2 transposed convolutions) or
+    # "resize" (nearest-neighbour upsampling then a 3x3 convolution; Odena et al. 2016, "Deconvolution
+    # and checkerboard artifacts": every output pixel gets the same number of kernel taps, so no
+    # checkerboard).
+    upsample: str = "transposed"
 
     @property
     def padded_size(self) -> int:
@@ -104,7 +109,7 @@ class Generator(nn.Module):
         for i in reversed(range(config.depth)):  # 4 -> padded_size
             out_ch = config.g_width * 2 ** max(i - 1, 0)
             self.norms.append(ConditionalBatchNorm(in_ch, block_in))
-            self.convs.append(nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1))
+            self.convs.append(upsampling(in_ch, out_ch, config.upsample))
             in_ch = out_ch
         self.to_rgb = nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(), nn.Conv2d(in_ch, config.channels, 3, 1, 1))
 
@@ -118,6 +123,15 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.forward_embedded(z, self.embed(cond))
+
+
+def upsampling(in_ch: int, out_ch: int, how: str) -> nn.Module:
+    """A layer that doubles height and width (CGANConfig.upsample)."""
+    if how == "transposed":
+        return nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1)
+    if how == "resize":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_ch, out_ch, 3, 1, 1))
+    raise ValueError(f"upsample must be 'transposed' or 'resize', not {how!r}")
 
 
 class Discriminator(nn.Module):

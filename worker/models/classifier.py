@@ -56,7 +56,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"model": {"width": 8, "blocks": 1, "stages": 3, "input_size": 32},
              "train": {"epochs": 1, "batch_size": 64, "learning_rate": 3e-3, "max_train_examples": 512,
                        "max_eval_examples": 256}},
-    "cpu": {"model": {"width": 16, "blocks": 2, "stages": 4, "input_size": 40, "flip_average": True},
+    "cpu": {"model": {"width": 24, "blocks": 2, "stages": 4, "input_size": 40, "flip_average": True},
             "crop_letterbox": True,
             "train": {"epochs": 16, "batch_size": 128, "learning_rate": 3e-3, "max_minutes": 25},
             "recipe": {"balance_power": 0.0}},

@@ -37,6 +37,7 @@ from worker.training.common import (
     save_epoch,
     to_batch,
 )
+from worker.training.precision import as_float, autocast, autocast_dtype
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ def train_cgan(config: CGANConfig, params: TrainParams, train: ImageSplit, test:
     budget = TimeBudget(params.max_minutes, result.history)
     steps_per_epoch = max(1, math.ceil(len(train) / params.batch_size))
     total_steps = params.epochs * steps_per_epoch
+    dtype = autocast_dtype(device, params.mixed_precision)
     for epoch in range(result.resumed_from_epoch, params.epochs):
         if budget.out_of_time():
             result.stopped_early = result.stopped_early or budget.reason(epoch)
@@ -179,9 +181,11 @@ def train_cgan(config: CGANConfig, params: TrainParams, train: ImageSplit, test:
 
             z = torch.randn(b, config.latent_dim, generator=gen).to(device)
             fake_cond = paired_conditions(cond, b)
-            fake = model.generator(z, fake_cond)
-            real_logits, real_classes = model.discriminator.judge(diff_augment(x, gen, recipe), cond)
-            fake_logits = model.discriminator(diff_augment(fake.detach(), gen, recipe), fake_cond)
+            with autocast(device, dtype):
+                fake = model.generator(z, fake_cond)
+                real_logits, real_classes = model.discriminator.judge(diff_augment(x, gen, recipe), cond)
+                fake_logits = model.discriminator(diff_augment(fake.detach(), gen, recipe), fake_cond)
+            real_logits, fake_logits, real_classes = (as_float(t) for t in (real_logits, fake_logits, real_classes))
             aux = recipe.aux_weight if real_classes is not None else 0.0
             d_loss = hinge_d_loss(real_logits, fake_logits)
             d_class = class_loss(real_classes, cond) if aux else torch.zeros(())
@@ -189,7 +193,9 @@ def train_cgan(config: CGANConfig, params: TrainParams, train: ImageSplit, test:
             (d_loss + aux * d_class).backward()
             d_opt.step()
 
-            judged, fake_classes = model.discriminator.judge(diff_augment(fake, gen, recipe), fake_cond)
+            with autocast(device, dtype):
+                judged, fake_classes = model.discriminator.judge(diff_augment(fake, gen, recipe), fake_cond)
+            judged, fake_classes, fake = as_float(judged), as_float(fake_classes), fake.float()
             g_loss = hinge_g_loss(judged)
             g_class = class_loss(fake_classes, fake_cond) if aux else torch.zeros(())
             ms = mode_seeking_loss(fake, z) if recipe.mode_seeking and b >= 2 else torch.zeros((), device=device)

@@ -25,6 +25,7 @@ from worker.training.common import (
     save_epoch,
     to_batch,
 )
+from worker.training.precision import autocast, autocast_dtype
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def train_cvae(config: CVAEConfig, params: TrainParams, train: ImageSplit, test:
     budget = TimeBudget(params.max_minutes, result.history)
     steps_per_epoch = math.ceil(len(train) / params.batch_size)
     total_steps = params.epochs * steps_per_epoch
+    dtype = autocast_dtype(device, params.mixed_precision)
     for epoch in range(result.resumed_from_epoch, params.epochs):
         if budget.out_of_time():
             result.stopped_early = result.stopped_early or budget.reason(epoch)
@@ -78,7 +80,9 @@ def train_cvae(config: CVAEConfig, params: TrainParams, train: ImageSplit, test:
                 raise JobCanceled()
             idx = order[step * params.batch_size:(step + 1) * params.batch_size]
             x, cond = to_batch(train, idx, device)
-            logits, mu, logvar = model(x, cond, generator=gen)
+            with autocast(device, dtype):
+                outputs = model(x, cond, generator=gen)
+            logits, mu, logvar = (t.float() for t in outputs)
             recon, kl = loss_terms(model, logits, x, mu, logvar)
             loss = recon + kl
             if not torch.isfinite(loss):

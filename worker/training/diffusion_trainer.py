@@ -3,7 +3,7 @@ log-normal, the preconditioned denoiser is fitted to the clean image with EDM's 
 conditions are dropped for a share of images so one network is both the conditional and the
 unconditional model that classifier-free guidance combines. Class-balanced draws (as for the GAN)
 so rare product types are trained more often than their share; horizontal flips, which change no
-label; an EMA of the weights for sampling; bf16 autocast on CUDA.
+label; an EMA of the weights for sampling; bf16 autocast where the device computes it natively (precision.py).
 
 A plain function with progress and cooperative cancel; the full training state is checkpointed
 each epoch so a redelivered job resumes.
@@ -36,6 +36,7 @@ from worker.training.common import (
     save_epoch,
     to_batch,
 )
+from worker.training.precision import autocast, autocast_dtype
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def train_diffusion(config: DiffusionConfig, params: TrainParams, train: ImageSp
     budget = TimeBudget(params.max_minutes, result.history)
     steps_per_epoch = max(1, math.ceil(len(train) / params.batch_size))
     total_steps = params.epochs * steps_per_epoch
-    autocast = device.type == "cuda"
+    dtype = autocast_dtype(device, params.mixed_precision)
     for epoch in range(result.resumed_from_epoch, params.epochs):
         if budget.out_of_time():
             result.stopped_early = result.stopped_early or budget.reason(epoch)
@@ -134,7 +135,7 @@ def train_diffusion(config: DiffusionConfig, params: TrainParams, train: ImageSp
             step_no = epoch * steps_per_epoch + step
             for group in optimizer.param_groups:
                 group["lr"] = params.learning_rate * min(1.0, (step_no + 1) / max(recipe.warmup_steps, 1))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            with autocast(device, dtype):
                 e = model.net.embed(drop_conditions(cond, config.p_uncond, gen))
                 loss = diffusion_loss(model.net, x, e, gen, recipe)
             if not torch.isfinite(loss):

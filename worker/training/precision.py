@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,3 +49,12 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def as_float(value: Any) -> Any:
+    """A forward pass's outputs back in fp32 for the losses: a tensor, a dict of them, or None."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: v.float() for k, v in value.items()}
+    return value.float()
