@@ -38,7 +38,7 @@ def train_language_model(ctx: WorkerContext, job: Job, progress: Progress, shoul
     preset = lm.PRESETS[inp.preset.value]
     config = replace(lm.LMConfig(), **preset["model"])
     defaults = preset["train"]
-    params = train_params(inp, defaults, ctx.settings.mixed_precision)
+    params = train_params(inp, defaults)  # the LM trainer has no bf16 path yet
     if inp.base_model:
         progress(0.03, f"loading the base model {inp.base_model}")
         build = partial(lm.from_pretrained, base_model_dir(ctx.settings, inp.base_model), config.n_positions)

@@ -25,7 +25,7 @@ from worker.training.common import (
     save_epoch,
     to_batch,
 )
-from worker.training.precision import autocast, autocast_dtype
+from worker.training.precision import as_float, autocast, autocast_dtype
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def train_cvae(config: CVAEConfig, params: TrainParams, train: ImageSplit, test:
             x, cond = to_batch(train, idx, device)
             with autocast(device, dtype):
                 outputs = model(x, cond, generator=gen)
-            logits, mu, logvar = (t.float() for t in outputs)
+            logits, mu, logvar = (as_float(t) for t in outputs)
             recon, kl = loss_terms(model, logits, x, mu, logvar)
             loss = recon + kl
             if not torch.isfinite(loss):
