@@ -11,6 +11,7 @@ from api.auth import KeyRing, Sessions, authenticate
 from api.console.routes import console_bp
 from api.datasets_routes import datasets_bp
 from api.errors import register_error_handlers, validation_error_response
+from api.files_routes import files_bp
 from api.health_routes import health_bp
 from api.jobs_routes import jobs_bp
 from api.json_provider import StrictJSONProvider
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_api(models_bp)
     app.register_api(datasets_bp)
     app.register_blueprint(metrics_bp)
+    app.register_blueprint(files_bp)
     app.register_blueprint(console_bp)
 
     @app.get("/openapi.json", doc_ui=False)

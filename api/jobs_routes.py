@@ -24,8 +24,9 @@ from api.auth import BEARER, current_caller
 from api.errors import error_response
 from api.services import services
 from api.submit_checks import check_submit
+from shared.celery_message import TaskSend
 from shared.errors import AtelierError, Conflict, Forbidden, NotFound, ValidationFailed
-from shared.jobs import ENQUEUE_FAILED, TERMINAL_EVENTS, collect_keys, public_view, request_fingerprint
+from shared.jobs import TERMINAL_EVENTS, collect_keys, public_view, request_fingerprint
 from shared.queue import JOB_TASKS, time_limit_s
 from shared.schemas import (
     SEED_MAX,
@@ -101,7 +102,10 @@ def wait_slot(wait: float) -> Iterator[float]:
 
 
 def public_job(job: Job) -> dict[str, Any]:
-    return public_view(job, services().storage.presigned_url)
+    svc = services()
+    host = (svc.settings.public_url or request.host_url).rstrip("/")
+    return public_view(job, svc.storage.presigned_url,
+                       image_url=lambda job_id, index: host + svc.image_urls.path(job_id, index))
 
 
 def _job_response(job: Job, status: int) -> Response:
@@ -151,24 +155,15 @@ def submit(req: Any) -> Response:
         job_input.setdefault("seed", secrets.randbelow(SEED_MAX + 1))
     if isinstance(req, AugmentJobRequest):  # the date it files under, fixed now rather than when it runs
         job_input.setdefault("date", svc.settings.today().isoformat())
+    spec = JOB_TASKS[req.type]
+    limit = time_limit_s(svc.settings, spec.queue)
+    # The record, its indexes and the Celery message in one script: one round trip, no kombu, and no
+    # job without its message (a Redis that cannot be reached is a 503 from the error handler).
     job, created = svc.store.create(JobType(req.type), job_input, owner=caller.owner, webhook=webhook,
                                     webhook_events=events, idempotency_key=idem, model=model,
                                     fingerprint=fingerprint, max_queued=caller.max_queued,
-                                    retry_after_s=svc.settings.queue_limit_retry_after_s)
-    if created:
-        spec = JOB_TASKS[req.type]
-        try:
-            limit = time_limit_s(svc.settings, spec.queue)
-            svc.celery.send_task(spec.name, args=[job.id], queue=spec.queue,
-                                 soft_time_limit=limit, time_limit=limit + 60)
-            svc.store.mark_enqueued(job.id)
-        except Exception:
-            log.exception("could not enqueue job %s", job.id)
-            svc.store.fail_queued(job.id, ENQUEUE_FAILED, "the job could not be queued; submit it again")
-            # the same Idempotency-Key may be retried: it creates a new job (JobStore.create)
-            response = error_response(503, ENQUEUE_FAILED, "the job could not be queued; retry shortly")
-            response.headers["Retry-After"] = "5"
-            return response
+                                    retry_after_s=svc.settings.queue_limit_retry_after_s,
+                                    send=TaskSend(spec.name, spec.queue, limit, limit + 60))
     with wait_slot(wait_seconds()) as wait:
         if wait:
             job = svc.store.wait_until_terminal(job.id, wait) or job
@@ -230,6 +225,7 @@ def download_archive(path: JobPath) -> Response:
                        code="job_not_succeeded", field="job_id")
     spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # spills to disk for big models
     storage, missing = services().storage, []
+    images_archive = ((job.output or {}).get("images_archive") or {}).get("key")
     with zipfile.ZipFile(spool, "w") as archive:
         for key in dict.fromkeys(collect_keys(job.output)):
             name = archive_name(job.id, key)
@@ -248,6 +244,12 @@ def download_archive(path: JobPath) -> Response:
                     continue
                 # an outage (TransientError) is not "missing": it propagates as a 503 with Retry-After
                 buffer.seek(0)
+                if key == images_archive:  # unpacked: the download holds images/000.png, ... as before
+                    with zipfile.ZipFile(buffer) as images:
+                        for image in images.infolist():
+                            archive.writestr(archive_name(job.id, f"images/{image.filename}"),
+                                             images.read(image), compress_type=zipfile.ZIP_STORED)
+                    continue
                 with archive.open(info, "w", force_zip64=True) as member:
                     shutil.copyfileobj(buffer, member, 1024 * 1024)
         record = {**job.model_dump(mode="json", exclude={"webhook_deliveries"}), "missing_objects": missing}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from celery import Celery
 from flask import current_app
 
+from shared.image_urls import ImageUrlSigner
 from shared.jobs import JobStore
 from shared.queue import make_celery
 from shared.registry import ModelRegistry
@@ -23,6 +24,11 @@ class Services:
     registry: ModelRegistry
     storage: Storage
     celery: Celery
+    image_urls: ImageUrlSigner | None = None  # from the settings unless given
+
+    def __post_init__(self) -> None:
+        if self.image_urls is None:
+            self.image_urls = ImageUrlSigner.from_settings(self.settings)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:

@@ -23,7 +23,9 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from shared.celery_message import TaskSend, queue_key, task_message
 from shared.errors import Conflict, RateLimited
+from shared.image_urls import with_image_urls
 from shared.schemas import TERMINAL_STATUSES, Job, JobStatus, JobType
 
 PREFIX = "atelier:"
@@ -86,8 +88,10 @@ end
 
 ENQUEUE_FAILED = "enqueue_failed"  # the error of a job whose message never reached the queue
 
-# KEYS: job, index_all, index_owner, unsent, idem ('' when none), owner's queued set
-# ARGV: job_id, idem_ttl, request_hash, max_queued (0: no limit), record ttl, field, value, ...
+# KEYS: job, index_all, index_owner, unsent, idem ('' when none), owner's queued set,
+#       the queue's Redis list ('' when the caller sends the message itself)
+# ARGV: job_id, idem_ttl, request_hash, max_queued (0: no limit), record ttl, task message ('' when
+#       none), field, value, ...
 _CREATE = """
 if KEYS[5] ~= '' then
   local existing = redis.call('GET', KEYS[5])
@@ -99,14 +103,19 @@ if limit > 0 then
   if queued >= limit then return {'limited', tostring(queued)} end
 end
 local now = now_s()
-redis.call('HSET', KEYS[1], 'created_at', string.format('%.6f', now), unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], 'created_at', string.format('%.6f', now), unpack(ARGV, 7))
 -- a record expires even if it is never run (its message lost); finishing sets the TTL again
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
 count(KEYS[1], nil, 'queued')
 redis.call('SADD', KEYS[6], ARGV[1])
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
-redis.call('ZADD', KEYS[4], now, ARGV[1])
+if KEYS[7] ~= '' then
+  -- the Celery message, in the same atomic step as the record: nothing for the reaper to resend
+  redis.call('LPUSH', KEYS[7], ARGV[6])
+else
+  redis.call('ZADD', KEYS[4], now, ARGV[1])  -- unsent until the caller confirms its own send
+end
 if KEYS[5] ~= '' then
   redis.call('SET', KEYS[5], ARGV[1] .. '|' .. ARGV[3], 'EX', tonumber(ARGV[2]))
 end
@@ -267,12 +276,16 @@ def with_presigned_urls(value: Any, sign: Any) -> Any:
     return value
 
 
-def public_view(job: Job, sign: Callable[[str], str], exclude: set[str] | None = None) -> dict[str, Any]:
+def public_view(job: Job, sign: Callable[[str], str], exclude: set[str] | None = None,
+                image_url: Callable[[str, int], str] | None = None) -> dict[str, Any]:
     """The job as users see it (API answers, webhook payloads): every stored object key in the
-    output gets a presigned URL beside it."""
+    output gets a presigned URL beside it, and every image kept in the job's images archive its own
+    signed URL (`image_url(job_id, index)`, see shared/image_urls.py)."""
     data = job.model_dump(mode="json", exclude=exclude)
     if data.get("output"):
         data["output"] = with_presigned_urls(data["output"], sign)
+        if image_url is not None:
+            with_image_urls(job.id, data["output"], image_url)
     return data
 
 
@@ -362,12 +375,19 @@ class JobStore:
     def create(self, job_type: JobType, job_input: dict, *, owner: str, webhook: str | None = None,
                webhook_events: Iterable[str] = TERMINAL_EVENTS, idempotency_key: str | None = None,
                model: str | None = None, fingerprint: str | None = None,
-               max_queued: int = 0, retry_after_s: int = 30) -> tuple[Job, bool]:
+               max_queued: int = 0, retry_after_s: int = 30, send: TaskSend | None = None) -> tuple[Job, bool]:
         """Create a queued job. With an idempotency key already used by this owner, return that job
         (created=False); a different request under the same key is a Conflict. `fingerprint`
         identifies the request as the client sent it (before defaults such as a random seed).
-        With `max_queued`, an owner who already has that many queued jobs is refused (RateLimited)."""
+        With `max_queued`, an owner who already has that many queued jobs is refused (RateLimited).
+        With `send`, the job's Celery message is pushed in the same script (one round trip, atomic);
+        without it the job is "unsent" until `mark_enqueued`, and the reaper resends it after a while."""
         job_id = new_job_id()
+        queue_list, message = "", ""
+        if send is not None:
+            queue_list = queue_key(send.queue)
+            message = task_message(send.task, [job_id], queue=send.queue, soft_time_limit=send.soft_time_limit,
+                                   time_limit=send.time_limit)
         fingerprint = fingerprint or request_fingerprint({"type": job_type, "input": job_input, "webhook": webhook})
         idem_key = ""
         if idempotency_key:
@@ -387,8 +407,8 @@ class JobStore:
         for _ in range(3):
             outcome, value = self._create(
                 keys=[self.key(job_id), self.ALL_INDEX, self.owner_index(owner), self.UNSENT, idem_key,
-                      self.queued_set(owner)],
-                args=[job_id, self.idempotency_ttl_s, fingerprint, max_queued, self.ttl_s, *flat],
+                      self.queued_set(owner), queue_list],
+                args=[job_id, self.idempotency_ttl_s, fingerprint, max_queued, self.ttl_s, message, *flat],
             )
             if outcome == "limited" and self.prune_queued(owner):
                 continue  # some of the counted jobs were gone or no longer queued: count again

@@ -42,6 +42,14 @@ class Settings(BaseSettings):
         300.0, ge=0, validation_alias=_env("ATELIER_S3_RETRY_DEADLINE_SECONDS"),
         description="how long a worker's storage call rides out an unavailable store before the job fails")
     presign_expiry_s: int = Field(3600, ge=60, le=7 * 86400, validation_alias=_env("PRESIGN_EXPIRY_SECONDS"))
+    url_signing_secret: str | None = Field(
+        None, min_length=16, validation_alias=_env("ATELIER_URL_SIGNING_SECRET"),
+        description="HMAC key of generated images' URLs (served by the API from the job's images archive); "
+                    "unset: derived from S3_SECRET_ACCESS_KEY")
+    public_url: str | None = Field(None, validation_alias=_env("ATELIER_PUBLIC_URL"),
+                                   description="the API's address as clients reach it, for image URLs in webhook "
+                                               "payloads; unset: API answers use the request's own host, "
+                                               "webhooks http://127.0.0.1:PORT")
 
     # --- API ----------------------------------------------------------------------------------
     port: int = Field(8000, validation_alias=_env("PORT"))
@@ -140,7 +148,7 @@ class Settings(BaseSettings):
         """Read the environment (once, by the caller's entry point); overrides win."""
         return cls(**overrides)
 
-    @field_validator("webhook_secret", mode="before")
+    @field_validator("webhook_secret", "url_signing_secret", "public_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

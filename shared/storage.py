@@ -141,6 +141,12 @@ class Storage:
     def get(self, key: str) -> bytes:
         return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(), f"get {key}")
 
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """`length` bytes of an object from `offset` (one ranged GET: an image inside a job's archive)."""
+        byte_range = f"bytes={offset}-{offset + length - 1}"
+        return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=key, Range=byte_range)["Body"].read(),
+                          f"get {key} {byte_range}")
+
     def copy_to(self, key: str, fileobj: BinaryIO) -> None:
         """Stream an object into a file in chunks (archives of large checkpoints), never whole in memory.
         A missing object raises ClientError (404); an outage, TransientError."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import time
 import uuid
+import zipfile
 
 import pytest
+import requests
 from PIL import Image
 
 from shared.storage import Storage
@@ -53,8 +55,17 @@ def test_generate_images_end_to_end(client: Client, trained_model: str, storage:
     assert sheet.size[0] > 28 * 6
     manifest = storage.get_json(output["manifest"]["key"])
     assert manifest["model"] == trained_model and manifest["seeds"]["per_image"] == [11, 12, 13, 14, 15, 16]
-    assert {img["key"] for img in output["images"]} <= set(manifest["objects"])
+    assert {output["images_archive"]["key"], output["contact_sheet"]["key"]} <= set(manifest["objects"])
     assert manifest["input"]["n"] == 6
+    # each image's URL is its byte range of the one archive, signed: no key needed, tampering refused
+    archive = zipfile.ZipFile(io.BytesIO(client.download(output["images_archive"]["url"])))
+    assert [archive.read(f"{i:03d}.png") for i in range(6)] == pngs
+    url = output["images"][0]["url"]
+    assert "/files/jobs/" in url and requests.get(url, timeout=10).status_code == 200
+    tampered = requests.get(url.replace("images/0.png", "images/1.png"), timeout=10)
+    assert tampered.status_code == 403 and tampered.json()["error"]["field"] == "signature"
+    unsigned = requests.get(url.split("?")[0], timeout=10)
+    assert unsigned.status_code == 403 and unsigned.json()["error"]["field"] == "signature"
 
     again = generate(client, conditions={"class": 3}, n=6, seed=11, model=trained_model)
     assert [client.download(img["url"]) for img in again["output"]["images"]] == pngs  # byte-identical

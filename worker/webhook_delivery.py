@@ -21,6 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from shared.errors import ValidationFailed
+from shared.image_urls import ImageUrlSigner, api_address
 from shared.jobs import JobStore, public_view
 from shared.queue import DELIVER_WEBHOOK_TASK, WEBHOOKS
 from shared.settings import Settings
@@ -110,7 +111,9 @@ def deliver(settings: Settings, store: JobStore, storage: Storage, celery: Any, 
     job = store.get(job_id)
     if job is None or not job.webhook:
         return None
-    body = payload(public_view(job, storage.presigned_url, exclude={"webhook_deliveries"}), event)
+    signer, host = ImageUrlSigner.from_settings(settings), api_address(settings)
+    body = payload(public_view(job, storage.presigned_url, exclude={"webhook_deliveries"},
+                               image_url=lambda job_id, index: host + signer.path(job_id, index)), event)
     record: dict[str, Any] = {"event": event, "attempt": attempt, "at": datetime.now(UTC).isoformat(), "ok": False}
     retry = True
     started = time.monotonic()

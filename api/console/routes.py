@@ -14,6 +14,7 @@ from flask import Blueprint, Response, current_app, g, redirect, render_template
 from api.auth import COOKIE, KeyRing, Sessions
 from api.dataset_access import may_read, model_visible
 from api.datasets_routes import imported_names
+from api.files_routes import image_response
 from api.jobs_routes import owned_job, public_job
 from api.services import services
 from shared.errors import NotFound
@@ -92,9 +93,13 @@ def job_image(job_id: str, index: int) -> Response | tuple[str, int]:
         job = owned_job(job_id[:64])
     except NotFound:
         return "not found", 404
-    images = (job.output or {}).get("images") or []
-    if index >= len(images) or "key" not in images[index]:
+    output = job.output or {}
+    images = output.get("images") or []
+    if index >= len(images) or not ("key" in images[index] or "archive" in images[index]):
         return "not found", 404
+    if "archive" in images[index]:
+        return image_response(output["images_archive"]["key"], images[index]["archive"])
+    # jobs from before the images archive kept one object per image
     return Response(services().storage.get(images[index]["key"]), mimetype="image/png",
                     headers={"Cache-Control": "private, max-age=3600"})
 

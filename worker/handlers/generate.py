@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ from worker.evaluation import to_float
 from worker.families import IMAGE_FAMILIES, SampleRequest
 from worker.handlers.common import Progress, ShouldStop, write_manifest
 from worker.handlers.conditioning import interpret_prompt, names_of, pinned_model, roles_of
-from worker.images import grid, png_bytes, to_uint8
+from worker.images import ArchivedImage, grid, png_archive, png_bytes, to_uint8
 from worker.models import classifier, lm
 
 log = logging.getLogger(__name__)
@@ -73,22 +72,23 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
 
     progress(0.6, "saving images")
     prefix = f"jobs/{job.id}/"
-    # Encoding runs in the upload threads (Pillow releases the GIL while compressing).
-    items = [PutItem(f"{prefix}images/{i:03d}.png", partial(png_bytes, img), "image/png")
-             for i, img in enumerate(images)]
-    sheet_key = f"{prefix}contact_sheet.png"
-    scale = 2 if images.shape[1] <= 32 else 1
+    archive_key, sheet_key = f"{prefix}images.zip", f"{prefix}contact_sheet.png"
+    placed: list[ArchivedImage] = []
     if len(images):  # none when no candidate reached min_confidence
-        items.append(PutItem(sheet_key, lambda: png_bytes(grid(images, 8, scale=scale)), "image/png"))
-    ctx.storage.put_many(items)
+        archive, placed = png_archive(images)
+        scale = 2 if images.shape[1] <= 32 else 1
+        ctx.storage.put_many([PutItem(archive_key, archive, "application/zip"),
+                              PutItem(sheet_key, lambda: png_bytes(grid(images, 8, scale=scale)), "image/png")])
 
     height, width = images.shape[1:3] if len(images) else (0, 0)
     output = {
         "model": ref,
         "conditions": names,
-        "images": [{"index": i, "seed": s, "key": items[i].key, "width": int(width), "height": int(height)}
-                   for i, s in enumerate(seeds)],
-        **({"contact_sheet": {"key": sheet_key}} if len(images) else {}),
+        # each image's own URL is served from its byte range of the archive (shared/image_urls.py)
+        "images": [{"index": i, "seed": s, "width": int(width), "height": int(height),
+                    "archive": {"name": p.name, "offset": p.offset, "length": p.length}}
+                   for i, (s, p) in enumerate(zip(seeds, placed, strict=True))],
+        **({"images_archive": {"key": archive_key}, "contact_sheet": {"key": sheet_key}} if len(images) else {}),
         "sampling": {"mode": mode, **({"spread": inp.sampling.spread} if mode == "class_mean" else
                                       {"temperature": inp.temperature}),
                      **family.sampling_settings(model, options)},
