@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(3, ge=1, le=20, validation_alias=_env("ATELIER_JOB_MAX_ATTEMPTS"))
     job_lease_s: float = Field(20.0, gt=1, validation_alias=_env("ATELIER_JOB_LEASE_SECONDS"))
     heartbeat_s: float = Field(2.0, gt=0, validation_alias=_env("ATELIER_HEARTBEAT_SECONDS"))
+    batch_max_images: int = Field(
+        256, ge=0, le=4096, validation_alias=_env("ATELIER_BATCH_MAX_IMAGES"),
+        description="images one forward pass may serve across queued generate_images jobs for the same model "
+                    "version; 0: no batching across jobs")
+    batch_window_ms: float = Field(
+        0.0, ge=0, le=1000, validation_alias=_env("ATELIER_BATCH_WINDOW_MS"),
+        description="how long a worker about to sample waits for more jobs to batch with (the queue is "
+                    "always looked at once)")
     reaper_interval_s: float = Field(15.0, gt=0, validation_alias=_env("ATELIER_REAPER_INTERVAL_SECONDS"))
     train_time_limit_s: int = Field(6 * 3600, validation_alias=_env("ATELIER_TRAIN_TIME_LIMIT_SECONDS"))
     interactive_time_limit_s: int = Field(600, validation_alias=_env("ATELIER_INTERACTIVE_TIME_LIMIT_SECONDS"))

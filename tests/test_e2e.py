@@ -146,3 +146,27 @@ def test_activate_another_version(client: Client, trained_model: str) -> None:
     family, version = trained_model.split("@")
     response = client.http.post(f"{client.base}/v1/models/{family}/{version}/activate", timeout=10)
     assert response.status_code == 200 and response.json()["active"] is True
+
+
+def test_queued_generate_jobs_for_one_model_share_a_forward_pass(client: Client, trained_model: str) -> None:
+    """Batching across jobs: while the only worker slot is busy, three generate jobs for one model
+    queue up; the first to run samples for all three in one forward pass, each gets the images it
+    gets alone, byte for byte, and a dry run (which samples nothing) is left to run by itself."""
+    long = client.submit("train", {"family": "cvae", "dataset": "fashion-mnist", "preset": "tiny", "epochs": 300,
+                                   "max_train_examples": 60000, "promote": "never"})
+    client.wait_for(long["id"], lambda j: j["status"] == "running", timeout=120)
+    wanted = [{"conditions": {"class": "Dress"}, "n": 3, "seed": 5},
+              {"conditions": {"class": "Bag"}, "n": 2, "seed": 9}, {"prompt": "sandal", "n": 4, "seed": 1}]
+    jobs = [client.submit("generate_images", {**r, "model": trained_model}) for r in wanted]
+    dry = client.submit("generate_images", {"conditions": {"class": "Bag"}, "dry_run": True, "model": trained_model})
+    assert client.http.post(f"{client.base}/v1/jobs/{long['id']}/cancel", timeout=10).status_code == 202
+    done = [client.wait(job["id"]) for job in jobs]
+    assert all(d["status"] == "succeeded" and d["attempts"] == 1 for d in done), done
+    batch = {"leader": jobs[0]["id"], "jobs": 3, "images": 9}
+    assert [d["output"].get("batch") for d in done] == [batch, batch, batch]
+    assert "batch" not in client.wait(dry["id"])["output"]
+    for request, batched in zip(wanted, done, strict=True):
+        alone = generate(client, **request, model=trained_model)  # the worker is idle now: nobody to batch with
+        assert "batch" not in alone["output"] and alone["output"]["conditions"] == batched["output"]["conditions"]
+        assert ([client.download(i["url"]) for i in alone["output"]["images"]]
+                == [client.download(i["url"]) for i in batched["output"]["images"]])

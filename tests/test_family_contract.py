@@ -14,6 +14,7 @@ from tests.test_cgan import toy_split
 from worker.datasets.base import ImageDataset
 from worker.families import IMAGE_FAMILIES as CONTRACTS
 from worker.families import LOADERS, SampleRequest
+from worker.images import to_uint8
 from worker.training.common import TrainParams
 
 CPU = torch.device("cpu")
@@ -51,6 +52,23 @@ def test_samples_are_images_deterministic_per_seed_and_vary_across_seeds(trained
     assert 0 <= float(images.min()) and float(images.max()) <= 1
     assert torch.equal(images, family.sample(model, request, CPU))
     assert not torch.equal(images[0], images[1])
+
+
+def test_jobs_sampled_together_get_the_images_they_get_alone(trained: tuple[str, object]) -> None:
+    """Batching across jobs (worker/batching.py): one forward pass for several requests, each with its
+    own conditions and seeds, gives each the same PNG bytes as sampling it on its own."""
+    name, model = trained
+    family = CONTRACTS[name]
+    requests = [SampleRequest({"articleType": 1, "baseColour": 0}, [5, 6, 7]),
+                SampleRequest({"articleType": 0, "baseColour": 2}, [11]),
+                SampleRequest({"articleType": 1, "baseColour": 1}, [5, 40])]
+    together = family.sample_many(model, requests, CPU)
+    assert [len(images) for images in together] == [3, 1, 2]
+    for request, images in zip(requests, together, strict=True):
+        assert (to_uint8(images) == to_uint8(family.sample(model, request, CPU))).all()
+    with pytest.raises(ValueError, match="sampling settings"):
+        family.sample_many(model, [requests[0], SampleRequest({"articleType": 1, "baseColour": 0}, [1],
+                                                              temperature=0.5)], CPU)
 
 
 def test_checkpoint_round_trip_gives_the_same_images(trained: tuple[str, object]) -> None:

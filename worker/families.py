@@ -40,6 +40,11 @@ class SampleRequest:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def batch_key(request: SampleRequest) -> tuple:
+    """What requests must share to be sampled in one forward pass (everything but conditions and seeds)."""
+    return request.temperature, request.mode, request.spread, tuple(sorted(request.options.items()))
+
+
 class Trainer(Protocol):
     def __call__(self, config: Any, params: Any, train: Any, test: Any, *, device: torch.device,
                  progress: Callable[[float, str], None], should_stop: Callable[[], bool],
@@ -120,6 +125,16 @@ class ImageFamily:
         return self.module.sample(model, request.cond, request.seeds, temperature=request.temperature,
                                   device=device, mode=self.sampling_mode(model, request.mode),
                                   spread=request.spread, **request.options)
+
+    def sample_many(self, model: Any, requests: list[SampleRequest], device: Any) -> list[torch.Tensor]:
+        """Several requests (jobs batched together) in one forward pass; each gets exactly the images
+        `sample` would give it alone. They must share `batch_key`."""
+        first = requests[0]
+        if any(batch_key(r) != batch_key(first) for r in requests):
+            raise ValueError("requests batched together must share their sampling settings")
+        return self.module.sample_many(model, [(r.cond, r.seeds) for r in requests], temperature=first.temperature,
+                                       device=device, mode=self.sampling_mode(model, first.mode),
+                                       spread=first.spread, **first.options)
 
     def sampling_settings(self, model: Any, options: dict[str, Any]) -> dict[str, Any]:
         """The family-only settings a sample used, the model's defaults filled in (for outputs)."""

@@ -100,7 +100,7 @@ def run_job(ctx: WorkerContext, task: Task, job_id: str, handler: Handler) -> No
         log.info("job %s (%s) started, attempt %d", job_id, job.type, claim.attempts)
         session = JobSession(store, job_id, token, lease_s=settings.job_lease_s, heartbeat_s=settings.heartbeat_s)
         with session:
-            _execute(ctx, job, session, handler)
+            execute(ctx, job, session, handler)
     finally:
         _dispatch_webhooks(store, task)
         current_job_id.reset(reset)
@@ -114,7 +114,8 @@ def _dispatch_webhooks(store: JobStore, task: Task) -> None:
         log.warning("webhook dispatch failed: %s", exc)
 
 
-def _execute(ctx: WorkerContext, job: Job, session: JobSession, handler: Handler) -> None:
+def execute(ctx: WorkerContext, job: Job, session: JobSession, handler: Handler) -> None:
+    """Run a claimed job's handler and record how it ended (also for jobs batched into another's run)."""
     started = time.monotonic()
     try:
         output = handler(ctx, job, session.progress, session.should_stop)

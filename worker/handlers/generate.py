@@ -7,66 +7,148 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from shared.conditions import resolve_conditions
 from shared.errors import JobCanceled, JobFailure
-from shared.schemas import AttributesInput, GenerateImagesInput, Job, ModelVersion
+from shared.schemas import AttributesInput, GenerateImagesInput, Job, JobType, ModelVersion
 from shared.storage import PutItem
+from worker.batching import Companion, companions
 from worker.context import WorkerContext
 from worker.describing import request_for, write_copy
 from worker.evaluation import to_float
-from worker.families import IMAGE_FAMILIES, SampleRequest
+from worker.families import IMAGE_FAMILIES, SampleRequest, batch_key
 from worker.handlers.common import Progress, ShouldStop, write_manifest
 from worker.handlers.conditioning import interpret_prompt, names_of, pinned_model, roles_of
 from worker.images import ArchivedImage, grid, png_archive, png_bytes, to_uint8
 from worker.models import classifier, lm
+from worker.runner import execute
 
 log = logging.getLogger(__name__)
 NEAREST = 5  # real items listed per generated image
 
 
-def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop) -> dict:
+@dataclass
+class Plan:
+    """One job's request, worked out before sampling (prompt read, conditions resolved)."""
+
+    job: Job
+    inp: GenerateImagesInput
+    meta: ModelVersion
+    cond: dict[str, int]
+    names: dict[str, str]
+    interpreted: dict[str, Any] | None
+    seed: int
+    batch: dict[str, Any] | None = None  # set when its images came from a forward pass shared with other jobs
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.inp.n)]
+
+
+def _plan(ctx: WorkerContext, job: Job, progress: Progress) -> Plan:
     inp = GenerateImagesInput(**job.input)
     meta = pinned_model(ctx, job, inp.model)
-    ref = meta.ref
-    seed = inp.seed if inp.seed is not None else 0
     interpreted = None
     if inp.prompt is not None:
         progress(0.02, "interpreting the prompt")
         cond, interpreted = interpret_prompt(ctx, meta, inp.prompt, allow_approximate=inp.allow_approximate)
     else:
         cond = resolve_conditions(meta.vocabulary, inp.conditions or {})
-    names = names_of(meta, cond)
+    return Plan(job, inp, meta, cond, names_of(meta, cond), interpreted, inp.seed if inp.seed is not None else 0)
+
+
+def _request(plan: Plan, model: Any, seeds: list[int]) -> SampleRequest:
+    family, inp = IMAGE_FAMILIES[plan.meta.family], plan.inp
+    return SampleRequest(plan.cond, seeds, temperature=inp.temperature,
+                         mode=family.sampling_mode(model, inp.sampling.mode), spread=inp.sampling.spread,
+                         options=inp.sampling.family_options(family.facts.sampling))
+
+
+def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop) -> dict:
+    plan = _plan(ctx, job, progress)
+    inp, ref = plan.inp, plan.meta.ref
     if inp.dry_run:
-        output = {"model": ref, "prompt": inp.prompt, "interpreted": interpreted, "conditions": names,
+        output = {"model": ref, "prompt": inp.prompt, "interpreted": plan.interpreted, "conditions": plan.names,
                   "dry_run": True}
-        write_manifest(ctx.storage, job, output, seeds={"base": seed}, model=ref)
+        write_manifest(ctx.storage, job, output, seeds={"base": plan.seed}, model=ref)
         return output
 
     progress(0.05, f"loading {ref}")
     model = ctx.load_model(ref)
     if should_stop():
         raise JobCanceled()
-    family = IMAGE_FAMILIES[meta.family]
-    mode = family.sampling_mode(model, inp.sampling.mode)
-    options = inp.sampling.family_options(family.facts.sampling)
+    family = IMAGE_FAMILIES[plan.meta.family]
+
+    def draw_for(p: Plan, seeds: list[int] | None = None) -> np.ndarray:
+        return to_uint8(family.sample(model, _request(p, model, p.seeds if seeds is None else seeds), ctx.device))
 
     def draw(seeds: list[int]) -> np.ndarray:
-        request = SampleRequest(cond, seeds, temperature=inp.temperature, mode=mode, spread=inp.sampling.spread,
-                                options=options)
-        return to_uint8(family.sample(model, request, ctx.device))
+        return draw_for(plan, seeds)
 
-    selection = None
-    if inp.min_confidence is None:
-        progress(0.2, f"sampling {inp.n} images")
-        seeds = [seed + i for i in range(inp.n)]
-        images = draw(seeds)
-    else:
+    if inp.min_confidence is not None:
         progress(0.2, f"sampling up to {inp.n * inp.max_attempts} candidates for {inp.n} images")
-        seeds, images, selection = _select(ctx, meta, cond, inp, seed, draw, should_stop)
+        seeds, images, selection = _select(ctx, plan.meta, plan.cond, inp, plan.seed, draw, should_stop)
+        return _outputs(ctx, plan, model, seeds, images, selection, progress, should_stop)
+    room = ctx.settings.batch_max_images - inp.n
+    mine = _request(plan, model, plan.seeds)
+    with companions(ctx, job, lambda other: _joins(other, job, inp), room) if room > 0 else nullcontext([]) as others:
+        plans: list[tuple[Companion, Plan]] = []
+        for other in others:
+            try:
+                plans.append((other, _plan(ctx, other.job, other.session.progress)))
+            except Exception as exc:  # its own error (a prompt not understood, say), recorded as it would be alone
+                execute(ctx, other.job, other.session, partial(_raise, exc))
+        requests = [mine] + [_request(p, model, p.seeds) for _, p in plans]
+        together = [r for r in requests if batch_key(r) == batch_key(mine)]
+        shared_with = f" with {len(together) - 1} other jobs" if len(together) > 1 else ""
+        progress(0.2, f"sampling {inp.n} images{shared_with}")
+        try:
+            batched = iter(family.sample_many(model, together, ctx.device)) if plans else None
+        except Exception:  # each job then samples alone, and fails (or not) on its own
+            log.exception("batched sampling for job %s failed; sampling each job alone", job.id)
+            batched = None
+        images = to_uint8(next(batched)) if batched else draw(plan.seeds)
+        if batched and len(together) > 1:
+            plan.batch = {"leader": job.id, "jobs": len(together), "images": sum(len(r.seeds) for r in together)}
+        for (other, other_plan), request in zip(plans, requests[1:], strict=True):
+            drawn = to_uint8(next(batched)) if batched and batch_key(request) == batch_key(mine) else None
+            other_plan.batch = plan.batch if drawn is not None else None
+            execute(ctx, other.job, other.session,
+                    lambda c, _job, p, stop, op=other_plan, d=drawn: _outputs(
+                        c, op, model, op.seeds, draw_for(op) if d is None else d, None, p, stop))
+    return _outputs(ctx, plan, model, plan.seeds, images, None, progress, should_stop)
+
+
+def _joins(other: Job, leader: Job, inp: GenerateImagesInput) -> int | None:
+    """How many images a queued job would add to the leader's forward pass, or None when it cannot
+    join: another model version, a dry run, a min_confidence search (its own candidate loop) or
+    other sampling settings."""
+    if other.type != JobType.GENERATE_IMAGES or other.model != leader.model:
+        return None
+    theirs = other.input
+    if theirs.get("dry_run") or theirs.get("min_confidence") is not None:
+        return None
+    if theirs.get("temperature", 1.0) != inp.temperature or theirs.get("sampling") != leader.input.get("sampling"):
+        return None
+    return int(theirs.get("n", 0)) or None
+
+
+def _raise(exc: BaseException, *_: Any) -> dict:
+    raise exc
+
+
+def _outputs(ctx: WorkerContext, plan: Plan, model: Any, seeds: list[int], images: np.ndarray,
+             selection: dict[str, Any] | None, progress: Progress, should_stop: ShouldStop) -> dict:
+    """Store one job's images (archive and contact sheet), judge them, write copy and the manifest."""
+    job, inp, meta, cond, names, interpreted = plan.job, plan.inp, plan.meta, plan.cond, plan.names, plan.interpreted
+    ref, seed, family = meta.ref, plan.seed, IMAGE_FAMILIES[meta.family]
+    request = _request(plan, model, seeds)
     if should_stop():
         raise JobCanceled()
 
@@ -89,12 +171,14 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
                     "archive": {"name": p.name, "offset": p.offset, "length": p.length}}
                    for i, (s, p) in enumerate(zip(seeds, placed, strict=True))],
         **({"images_archive": {"key": archive_key}, "contact_sheet": {"key": sheet_key}} if len(images) else {}),
-        "sampling": {"mode": mode, **({"spread": inp.sampling.spread} if mode == "class_mean" else
-                                      {"temperature": inp.temperature}),
-                     **family.sampling_settings(model, options)},
+        "sampling": {"mode": request.mode, **({"spread": inp.sampling.spread} if request.mode == "class_mean" else
+                                              {"temperature": inp.temperature}),
+                     **family.sampling_settings(model, request.options)},
     }
     if selection is not None:
         output["selection"] = selection
+    if plan.batch:
+        output["batch"] = plan.batch
     if interpreted is not None:
         output["prompt"] = inp.prompt
         output["interpreted"] = interpreted

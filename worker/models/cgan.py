@@ -239,10 +239,18 @@ def sample(model: CGAN, cond: dict[str, int], seeds: list[int], *, temperature: 
            device: torch.device | str = "cpu", **_: Any) -> torch.Tensor:
     """Images for one condition set, one per seed, from the EMA generator: -> [n, C, H, W] in [0, 1].
     Sampling modes other than the prior do not apply to a GAN and are ignored."""
+    return sample_many(model, [(cond, seeds)], temperature=temperature, device=device)[0]
+
+
+@torch.no_grad()
+def sample_many(model: CGAN, requests: list[tuple[dict[str, int], list[int]]], *, temperature: float = 1.0,
+                device: torch.device | str = "cpu", **_: Any) -> list[torch.Tensor]:
+    """`sample` for several (condition set, seeds) requests in one forward pass (jobs batched together)."""
     model.eval()
-    z = latent_noise(seeds, model.config.latent_dim, temperature).to(device)
-    c = {k: torch.full((len(seeds),), v, dtype=torch.long, device=device) for k, v in cond.items()}
-    return to_unit(model.ema(z, c)).float().cpu()
+    z = torch.cat([latent_noise(seeds, model.config.latent_dim, temperature) for _, seeds in requests]).to(device)
+    c = {k: torch.cat([torch.full((len(seeds),), cond[k], dtype=torch.long, device=device) for cond, seeds in requests])
+         for k in requests[0][0]}
+    return list(to_unit(model.ema(z, c)).float().cpu().split([len(seeds) for _, seeds in requests]))
 
 
 @torch.no_grad()

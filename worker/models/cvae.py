@@ -171,14 +171,27 @@ def sample(model: CVAE, cond: dict[str, int], seeds: list[int], *, temperature: 
     the requested class plus noise of scale `spread`. On the catalog the latent carries the product
     type (the encoder sees the photo), so prior samples often ignore the type condition while
     class-mean samples keep it (see `ImageFamily.sampling_mode`, which picks the default)."""
+    return sample_many(model, [(cond, seeds)], temperature=temperature, device=device, mode=mode, spread=spread)[0]
+
+
+@torch.no_grad()
+def sample_many(model: CVAE, requests: list[tuple[dict[str, int], list[int]]], *, temperature: float = 1.0,
+                device: torch.device | str = "cpu", mode: str = "prior", spread: float = 0.5) -> list[torch.Tensor]:
+    """`sample` for several (condition set, seeds) requests in one forward pass (jobs batched
+    together): each request's images are the ones `sample` gives it alone."""
     model.eval()
-    if mode == "class_mean":
-        z = latent_noise(seeds, model.config.latent_dim, spread).to(device)
-        z = z + model.class_means[cond[model.config.mean_over]]
-    else:
-        z = latent_noise(seeds, model.config.latent_dim, temperature).to(device)
-    c = {k: torch.full((len(seeds),), v, dtype=torch.long, device=device) for k, v in cond.items()}
-    return model.decode(z, c).float().cpu()
+    zs, cs = [], []
+    for cond, seeds in requests:
+        if mode == "class_mean":
+            z = latent_noise(seeds, model.config.latent_dim, spread).to(device)
+            z = z + model.class_means[cond[model.config.mean_over]]
+        else:
+            z = latent_noise(seeds, model.config.latent_dim, temperature).to(device)
+        zs.append(z)
+        cs.append({k: torch.full((len(seeds),), v, dtype=torch.long, device=device) for k, v in cond.items()})
+    c = {k: torch.cat([ci[k] for ci in cs]) for k in cs[0]}
+    images = model.decode(torch.cat(zs), c).float().cpu()
+    return list(images.split([len(seeds) for _, seeds in requests]))
 
 
 def has_class_means(model: CVAE) -> bool:

@@ -289,10 +289,21 @@ def sample(model: Diffusion, cond: dict[str, int], seeds: list[int], *, temperat
            **_: Any) -> torch.Tensor:
     """Images for one condition set, one per seed, from the EMA denoiser: -> [n, C, H, W] in [0, 1].
     `temperature` scales the starting noise; sampling modes other than the prior do not apply."""
+    return sample_many(model, [(cond, seeds)], temperature=temperature, device=device, steps=steps,
+                       guidance=guidance)[0]
+
+
+@torch.no_grad()
+def sample_many(model: Diffusion, requests: list[tuple[dict[str, int], list[int]]], *, temperature: float = 1.0,
+                device: torch.device | str = "cpu", steps: int | None = None, guidance: float | None = None,
+                **_: Any) -> list[torch.Tensor]:
+    """`sample` for several (condition set, seeds) requests in one sampler run (jobs batched together)."""
     model.eval()
-    c = {k: torch.full((len(seeds),), v, dtype=torch.long, device=device) for k, v in cond.items()}
-    z = start_noise(seeds, model.config, temperature).to(device)
-    return decode(model, z.flatten(1), model.ema.embed(c), steps=steps, guidance=guidance)
+    c = {k: torch.cat([torch.full((len(seeds),), cond[k], dtype=torch.long, device=device) for cond, seeds in requests])
+         for k in requests[0][0]}
+    z = torch.cat([start_noise(seeds, model.config, temperature) for _, seeds in requests]).to(device)
+    images = decode(model, z.flatten(1), model.ema.embed(c), steps=steps, guidance=guidance)
+    return list(images.split([len(seeds) for _, seeds in requests]))
 
 
 @torch.no_grad()

@@ -1,0 +1,91 @@
+"""Batching across jobs: a worker that is about to sample for one `generate_images` job takes the
+other queued jobs for the same model version with it, and serves them all with one forward pass.
+
+The queue's messages stay where they are. The job store's claim decides who runs a job, as it
+does for a redelivered message: a job taken into a batch is claimed here with its own token, its
+lease is kept alive by its own heartbeat, and it ends through the same `execute` as any job. When
+its message reaches a worker later, the claim finds it finished (or still leased) and nothing runs
+twice. A worker lost mid-batch leaves leases that expire, and the reaper re-enqueues each job.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+from shared.celery_message import queue_key
+from shared.queue import INTERACTIVE, JOB_TASKS
+from shared.schemas import Job, JobStatus, JobType
+from worker.context import WorkerContext
+from worker.runner import JobSession
+
+log = logging.getLogger(__name__)
+PEEK = 200  # messages looked at, oldest first
+GENERATE_TASK = JOB_TASKS[JobType.GENERATE_IMAGES].name
+
+
+@dataclass
+class Companion:
+    job: Job
+    session: JobSession
+
+
+def queued_generate_ids(ctx: WorkerContext) -> list[str]:
+    """Job ids of the oldest `generate_images` messages waiting in the interactive queue (kombu
+    pushes on the left and pops on the right, so the oldest are at the right end)."""
+    ids = []
+    for raw in reversed(ctx.store.redis.lrange(queue_key(INTERACTIVE), -PEEK, -1)):
+        try:
+            message = json.loads(raw)
+            if message["headers"]["task"] != GENERATE_TASK:
+                continue
+            ids.append(json.loads(base64.b64decode(message["body"]))[0][0])
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue  # not a message this service wrote: leave it to Celery
+    return list(dict.fromkeys(ids))
+
+
+@contextmanager
+def companions(ctx: WorkerContext, leader: Job, fits: Callable[[Job], int | None], room: int
+               ) -> Iterator[list[Companion]]:
+    """Claim queued jobs that `fits` (it returns how many images a job needs, or None when it cannot
+    join), up to `room` images in all; within `ATELIER_BATCH_WINDOW_MS` of looking first, look again
+    for jobs that arrived meanwhile. Their heartbeats run until the block ends."""
+    settings, store = ctx.settings, ctx.store
+    taken: list[Companion] = []
+    with ExitStack() as stack:
+        deadline = time.monotonic() + settings.batch_window_ms / 1000
+        while room > 0:
+            seen = {c.job.id for c in taken} | {leader.id}
+            for job_id in queued_generate_ids(ctx):
+                if job_id in seen:
+                    continue
+                job = store.get(job_id)
+                size = fits(job) if job is not None and job.status == JobStatus.QUEUED else None
+                if size is None or size > room:
+                    continue
+                token = uuid.uuid4().hex
+                claim = store.claim(job_id, token, lease_s=settings.job_lease_s, max_attempts=settings.job_max_attempts)
+                if claim.state != "claimed":  # another worker took it first
+                    continue
+                store.claimed_after_requeue(job_id)
+                session = stack.enter_context(JobSession(store, job_id, token, lease_s=settings.job_lease_s,
+                                                         heartbeat_s=settings.heartbeat_s))
+                taken.append(Companion(store.get(job_id) or job, session))
+                room -= size
+                if room <= 0:
+                    break
+            wait = deadline - time.monotonic()
+            if wait <= 0 or room <= 0:
+                break
+            time.sleep(min(wait, 0.005))
+        if taken:
+            log.info("job %s samples with %d queued jobs for %s: %s", leader.id, len(taken), leader.model,
+                     ", ".join(c.job.id for c in taken))
+        yield taken
