@@ -37,9 +37,10 @@ CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 PROMPTS = ["a red dress", "ankle boots", "a warm coat", "sneakers", "a bag", "long trousers", "a pullover"]
 
 
-def job_mix(rng: random.Random, model: str) -> dict:
-    """70 % generate (conditions or a prompt), 15 % hybrid, 10 % traverse, 5 % a small training run."""
-    roll = rng.random()
+def job_mix(rng: random.Random, model: str, mix: str = "service") -> dict:
+    """"service": 70 % generate (conditions or a prompt), 15 % hybrid, 10 % traverse, 5 % a small
+    training run. "generate": generate jobs only (what batching across jobs serves)."""
+    roll = 0.0 if mix == "generate" else rng.random()
     seed = rng.randrange(1 << 30)
     if roll < 0.70:
         start = {"conditions": {"class": rng.choice(CLASSES)}} if rng.random() < 0.5 else {
@@ -68,10 +69,10 @@ class Results:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def client_loop(base: str, model: str, deadline: float, results: Results, seed: int) -> None:
+def client_loop(base: str, model: str, deadline: float, results: Results, seed: int, mix: str = "service") -> None:
     rng, http = random.Random(seed), requests.Session()
     while time.monotonic() < deadline:
-        body = job_mix(rng, model)
+        body = job_mix(rng, model, mix)
         started = time.monotonic()
         try:
             response = http.post(f"{base}/v1/jobs", json=body, timeout=30)
@@ -171,7 +172,8 @@ def run_phase(base: str, env: dict, count: int, model: str, args: argparse.Names
                                daemon=True)
     sampler.start()
     deadline = time.monotonic() + args.minutes * 60
-    elapsed = run_threads([threading.Thread(target=client_loop, args=(base, model, deadline, results, 1000 * count + i))
+    elapsed = run_threads([threading.Thread(target=client_loop,
+                                            args=(base, model, deadline, results, 1000 * count + i, args.mix))
                            for i in range(args.clients)])
     stop.set()
     stop_all(workers)
@@ -195,6 +197,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--sample-seconds", type=float, default=10)
     parser.add_argument("--torch-threads", default="1", help="OMP_NUM_THREADS per worker process")
+    parser.add_argument("--mix", choices=("service", "generate"), default="service",
+                        help="service: the mixed workload; generate: generate_images jobs only")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="atelier-load-"))
@@ -219,8 +223,10 @@ def main() -> None:
     finally:
         api.terminate()
         stack.stop()
-    print(f"# load: {args.clients} closed-loop clients x {args.minutes:g} min per phase, {os.cpu_count()} cores, "
-          f"{platform.machine()}, OMP_NUM_THREADS={args.torch_threads}, {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"# load: {args.clients} closed-loop clients x {args.minutes:g} min per phase, {args.mix} mix, "
+          f"{os.cpu_count()} cores, {platform.machine()}, OMP_NUM_THREADS={args.torch_threads}, "
+          f"ATELIER_BATCH_MAX_IMAGES={os.environ.get('ATELIER_BATCH_MAX_IMAGES', 'default')}, "
+          f"{time.strftime('%Y-%m-%d %H:%M')}")
     print("| workers | submitted | accepted | completed | failed | lost | jobs/min | speed-up | submit p50/p99 ms "
           "| job p50/p99 s | worker MB first/max/last |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

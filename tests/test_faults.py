@@ -4,11 +4,13 @@ A private stack per module, so killing workers here never disturbs the other tes
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,8 +167,9 @@ def test_repeated_kills_mid_generate_leave_nothing_stuck_or_doubled(fault_client
             assert not storage.exists(f"jobs/{job['id']}/manifest.json")
             continue
         keys = sorted(storage.list(f"jobs/{job['id']}/"))  # a rerun rewrote the same keys: no extras
-        images = [k for k in keys if "/images/" in k]
-        assert len(images) == 64 and len(done["output"]["images"]) == 64
+        assert keys == [f"jobs/{job['id']}/{name}" for name in ("contact_sheet.png", "images.zip", "manifest.json")]
+        with zipfile.ZipFile(io.BytesIO(storage.get(f"jobs/{job['id']}/images.zip"))) as archive:
+            assert len(archive.namelist()) == 64 and len(done["output"]["images"]) == 64
         assert set(storage.get_json(done["output"]["manifest"]["key"])["objects"]) <= set(keys)
 
 
