@@ -1,7 +1,9 @@
 """The `generate_images` job: explicit conditions or a free-text prompt -> n images from a pinned
-model version, one PNG per image with its own seed, a contact sheet and the manifest. With
-`dry_run` it only reports how the prompt was interpreted. With `descriptions: k` the first k images
-each get product copy from the language model, written from the same request and the image's seed."""
+model version, one PNG per image with its own seed (kept together in one archive, each served by its
+own signed URL), a contact sheet and the manifest. With `dry_run` it only reports how the prompt was
+interpreted. With `descriptions: k` the first k images each get product copy from the language model,
+written from the same request and the image's seed. Queued jobs for the same version are sampled in
+the same forward pass (worker/batching.py); each job's images are the ones it gets alone."""
 
 from __future__ import annotations
 
