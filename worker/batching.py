@@ -59,13 +59,14 @@ def companions(ctx: WorkerContext, leader: Job, fits: Callable[[Job], int | None
     for jobs that arrived meanwhile. Their heartbeats run until the block ends."""
     settings, store = ctx.settings, ctx.store
     taken: list[Companion] = []
+    seen = {leader.id}  # looked at once: a job that cannot join now will not within the window either
     with ExitStack() as stack:
         deadline = time.monotonic() + settings.batch_window_ms / 1000
         while room > 0:
-            seen = {c.job.id for c in taken} | {leader.id}
             for job_id in queued_generate_ids(ctx):
                 if job_id in seen:
                     continue
+                seen.add(job_id)
                 job = store.get(job_id)
                 size = fits(job) if job is not None and job.status == JobStatus.QUEUED else None
                 if size is None or size > room:
