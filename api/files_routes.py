@@ -24,14 +24,24 @@ def job_image(job_id: str, index: int) -> Response:
         raise Forbidden("this image URL has expired or its signature does not match; fetch the job again for a "
                         "fresh URL", code="url_not_valid", field="signature")
     job = svc.store.get(job_id)
-    output = (job.output if job else None) or {}
-    images = output.get("images") or []
-    if not output.get("images_archive") or index >= len(images) or "archive" not in images[index]:
+    response = image_response(job.output if job else None, index)
+    if response is None:
         raise NotFound(f"job {job_id} has no image {index}", field="index")
-    return image_response(output["images_archive"]["key"], images[index]["archive"])
+    return response
 
 
-def image_response(archive_key: str, placed: dict) -> Response:
-    """One archived PNG, cached by the browser: a job's images never change."""
-    data = services().storage.get_range(archive_key, int(placed["offset"]), int(placed["length"]))
+def image_response(output: dict | None, index: int) -> Response | None:
+    """A job's image `index` as PNG, cached by the browser (a job's images never change): its byte
+    range of the images archive, or its own object for jobs from before the archive; None when the
+    output has no such image."""
+    images = (output or {}).get("images") or []
+    image = images[index] if 0 <= index < len(images) and isinstance(images[index], dict) else {}
+    storage = services().storage
+    if "archive" in image and (output or {}).get("images_archive"):
+        placed = image["archive"]
+        data = storage.get_range(output["images_archive"]["key"], int(placed["offset"]), int(placed["length"]))
+    elif "key" in image:
+        data = storage.get(image["key"])
+    else:
+        return None
     return Response(data, mimetype="image/png", headers={"Cache-Control": "private, max-age=3600"})

@@ -14,6 +14,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -24,10 +25,10 @@ from api.auth import BEARER, current_caller
 from api.errors import error_response
 from api.services import services
 from api.submit_checks import check_submit
-from shared.celery_message import TaskSend
 from shared.errors import AtelierError, Conflict, Forbidden, NotFound, ValidationFailed
+from shared.image_urls import api_address
 from shared.jobs import TERMINAL_EVENTS, collect_keys, public_view, request_fingerprint
-from shared.queue import JOB_TASKS, time_limit_s
+from shared.queue import task_send
 from shared.schemas import (
     SEED_MAX,
     AugmentJobRequest,
@@ -103,9 +104,8 @@ def wait_slot(wait: float) -> Iterator[float]:
 
 def public_job(job: Job) -> dict[str, Any]:
     svc = services()
-    host = (svc.settings.public_url or request.host_url).rstrip("/")
     return public_view(job, svc.storage.presigned_url,
-                       image_url=lambda job_id, index: host + svc.image_urls.path(job_id, index))
+                       image_url=partial(svc.image_urls.url, api_address(svc.settings, request.host_url)))
 
 
 def _job_response(job: Job, status: int) -> Response:
@@ -155,15 +155,13 @@ def submit(req: Any) -> Response:
         job_input.setdefault("seed", secrets.randbelow(SEED_MAX + 1))
     if isinstance(req, AugmentJobRequest):  # the date it files under, fixed now rather than when it runs
         job_input.setdefault("date", svc.settings.today().isoformat())
-    spec = JOB_TASKS[req.type]
-    limit = time_limit_s(svc.settings, spec.queue)
     # The record, its indexes and the Celery message in one script: one round trip, no kombu, and no
     # job without its message (a Redis that cannot be reached is a 503 from the error handler).
     job, created = svc.store.create(JobType(req.type), job_input, owner=caller.owner, webhook=webhook,
                                     webhook_events=events, idempotency_key=idem, model=model,
                                     fingerprint=fingerprint, max_queued=caller.max_queued,
                                     retry_after_s=svc.settings.queue_limit_retry_after_s,
-                                    send=TaskSend(spec.name, spec.queue, limit, limit + 60))
+                                    send=task_send(svc.settings, JobType(req.type)))
     with wait_slot(wait_seconds()) as wait:
         if wait:
             job = svc.store.wait_until_terminal(job.id, wait) or job

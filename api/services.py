@@ -24,11 +24,7 @@ class Services:
     registry: ModelRegistry
     storage: Storage
     celery: Celery
-    image_urls: ImageUrlSigner | None = None  # from the settings unless given
-
-    def __post_init__(self) -> None:
-        if self.image_urls is None:
-            self.image_urls = ImageUrlSigner.from_settings(self.settings)
+    image_urls: ImageUrlSigner
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -37,7 +33,7 @@ class Services:
         return cls(settings=settings, store=store, registry=ModelRegistry(store.redis),
                    # a request must not hang through an outage: 503 within seconds
                    storage=Storage(settings, retry_deadline_s=min(settings.s3_retry_deadline_s, API_S3_DEADLINE_S)),
-                   celery=make_celery(settings, name="atelier-api"))
+                   celery=make_celery(settings, name="atelier-api"), image_urls=ImageUrlSigner.from_settings(settings))
 
 
 def services() -> Services:

@@ -67,3 +67,12 @@ def task_message(task: str, args: list[Any], *, queue: str, soft_time_limit: flo
         },
     }
     return json.dumps(message)
+
+
+def read_task(raw: str | bytes) -> tuple[str, list[Any]] | None:
+    """(task name, args) of a message in this layout; None for anything else (left to Celery)."""
+    try:
+        message = json.loads(raw)
+        return message["headers"]["task"], json.loads(base64.b64decode(message["body"]))[0]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None

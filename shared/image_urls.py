@@ -48,6 +48,10 @@ class ImageUrlSigner:
         return (PATH.format(job_id=job_id, index=index)
                 + f"?expires={expires}&signature={self._signature(job_id, index, expires)}")
 
+    def url(self, base: str, job_id: str, index: int) -> str:
+        """The signed URL under the API's address `base` (see `api_address`)."""
+        return base + self.path(job_id, index)
+
     def valid(self, job_id: str, index: int, expires: str, signature: str, now: float | None = None) -> bool:
         try:
             when = int(expires)
@@ -58,9 +62,10 @@ class ImageUrlSigner:
         return hmac.compare_digest(self._signature(job_id, index, when), signature)
 
 
-def api_address(settings: Settings) -> str:
-    """Where clients reach the API, for URLs written outside a request (webhook payloads)."""
-    return (settings.public_url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+def api_address(settings: Settings, request_host: str | None = None) -> str:
+    """Where clients reach the API: `ATELIER_PUBLIC_URL`, else the host a request came to, else (for
+    URLs written outside a request, such as webhook payloads) the local port."""
+    return (settings.public_url or request_host or f"http://127.0.0.1:{settings.port}").rstrip("/")
 
 
 def with_image_urls(job_id: str, output: dict[str, Any], url: Any) -> None:

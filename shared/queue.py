@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from celery import Celery
 from kombu import Exchange, Queue
 
+from shared.celery_message import TaskSend
 from shared.schemas import JobType
 from shared.settings import Settings
 
@@ -43,6 +44,14 @@ JOB_TASKS: dict[JobType, TaskSpec] = {
 def time_limit_s(settings: Settings, queue: str) -> int:
     return {TRAINING: settings.train_time_limit_s, BATCH: settings.batch_time_limit_s}.get(
         queue, settings.interactive_time_limit_s)
+
+
+def task_send(settings: Settings, job_type: JobType) -> TaskSend:
+    """The message a new job of this type is queued with, its queue's time limits included (the soft
+    limit raises inside the task; the hard one, a minute later, ends the pool child)."""
+    spec = JOB_TASKS[job_type]
+    limit = time_limit_s(settings, spec.queue)
+    return TaskSend(spec.name, spec.queue, limit, limit + 60)
 
 
 def make_celery(settings: Settings, name: str = "atelier") -> Celery:

@@ -128,8 +128,8 @@ def test_nightly_schedule_submits_one_job_per_dataset_and_date(client: Client, s
 
     ctx = WorkerContext(nightly)
     day = date(2026, 11, 22)
-    first = schedule_nightly_augment(ctx, app, day)
-    second = schedule_nightly_augment(ctx, app, day)  # a second beat, or a retry: the same job
+    first = schedule_nightly_augment(ctx, day)
+    second = schedule_nightly_augment(ctx, day)  # a second beat, or a retry: the same job
     assert first["catalog-slice"]["created"] and not second["catalog-slice"]["created"]
     assert first["catalog-slice"]["job_id"] == second["catalog-slice"]["job_id"]
     job = client.wait(first["catalog-slice"]["job_id"], timeout=300)  # the session's worker runs it

@@ -10,8 +10,6 @@ twice. A worker lost mid-batch leaves leases that expire, and the reaper re-enqu
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import time
 import uuid
@@ -19,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
-from shared.celery_message import queue_key
+from shared.celery_message import queue_key, read_task
 from shared.queue import INTERACTIVE, JOB_TASKS
 from shared.schemas import Job, JobStatus, JobType
 from worker.context import WorkerContext
@@ -39,16 +37,8 @@ class Companion:
 def queued_generate_ids(ctx: WorkerContext) -> list[str]:
     """Job ids of the oldest `generate_images` messages waiting in the interactive queue (kombu
     pushes on the left and pops on the right, so the oldest are at the right end)."""
-    ids = []
-    for raw in reversed(ctx.store.redis.lrange(queue_key(INTERACTIVE), -PEEK, -1)):
-        try:
-            message = json.loads(raw)
-            if message["headers"]["task"] != GENERATE_TASK:
-                continue
-            ids.append(json.loads(base64.b64decode(message["body"]))[0][0])
-        except (ValueError, KeyError, IndexError, TypeError):
-            continue  # not a message this service wrote: leave it to Celery
-    return list(dict.fromkeys(ids))
+    tasks = (read_task(raw) for raw in reversed(ctx.store.redis.lrange(queue_key(INTERACTIVE), -PEEK, -1)))
+    return list(dict.fromkeys(task[1][0] for task in tasks if task and task[0] == GENERATE_TASK and task[1]))
 
 
 @contextmanager

@@ -84,7 +84,7 @@ def create_worker_app(settings: Settings) -> Celery:
 
     @app.task(name=SCHEDULE_AUGMENT_TASK, ignore_result=True)
     def schedule_augment() -> dict:
-        return schedule_nightly_augment(ctx, app)
+        return schedule_nightly_augment(ctx)
 
     node: dict[str, str] = {}
 

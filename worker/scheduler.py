@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 from datetime import date
 
-from celery import Celery
 from celery.schedules import crontab
 
 from shared.jobs import DEFAULT_OWNER
-from shared.queue import JOB_TASKS, SCHEDULE_AUGMENT_TASK
+from shared.queue import SCHEDULE_AUGMENT_TASK, task_send
 from shared.schemas import JobType
 from shared.settings import Settings
 from worker.context import WorkerContext
@@ -29,17 +28,16 @@ def nightly_entry(settings: Settings) -> dict:
             "options": {"expires": 3600}}  # a beat that was down all night does not fire it at noon
 
 
-def schedule_nightly_augment(ctx: WorkerContext, app: Celery, day: date | None = None) -> dict[str, dict]:
+def schedule_nightly_augment(ctx: WorkerContext, day: date | None = None) -> dict[str, dict]:
     """Submit today's augment job for each configured dataset; returns {dataset: {job_id, created}}."""
     day = day or ctx.settings.today()
     submitted: dict[str, dict] = {}
     for dataset in ctx.settings.augment_dataset_names:
+        # the record and its message in one script, as the API submits (shared/celery_message.py)
         job, created = ctx.store.create(JobType.AUGMENT, {"dataset": dataset, "date": day.isoformat()},
-                                        owner=DEFAULT_OWNER, idempotency_key=f"nightly-augment:{dataset}:{day}")
+                                        owner=DEFAULT_OWNER, idempotency_key=f"nightly-augment:{dataset}:{day}",
+                                        send=task_send(ctx.settings, JobType.AUGMENT))
         if created:
-            spec = JOB_TASKS[JobType.AUGMENT]
-            app.send_task(spec.name, args=[job.id], queue=spec.queue)
-            ctx.store.mark_enqueued(job.id)  # if the send fails, the reaper sends it later
             log.info("nightly augment of %s for %s: job %s", dataset, day, job.id)
         submitted[dataset] = {"job_id": job.id, "created": created}
     return submitted

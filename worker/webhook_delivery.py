@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import requests
@@ -111,9 +112,9 @@ def deliver(settings: Settings, store: JobStore, storage: Storage, celery: Any, 
     job = store.get(job_id)
     if job is None or not job.webhook:
         return None
-    signer, host = ImageUrlSigner.from_settings(settings), api_address(settings)
-    body = payload(public_view(job, storage.presigned_url, exclude={"webhook_deliveries"},
-                               image_url=lambda job_id, index: host + signer.path(job_id, index)), event)
+    image_url = partial(ImageUrlSigner.from_settings(settings).url, api_address(settings))
+    body = payload(public_view(job, storage.presigned_url, exclude={"webhook_deliveries"}, image_url=image_url),
+                   event)
     record: dict[str, Any] = {"event": event, "attempt": attempt, "at": datetime.now(UTC).isoformat(), "ok": False}
     retry = True
     started = time.monotonic()

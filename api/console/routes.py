@@ -93,15 +93,8 @@ def job_image(job_id: str, index: int) -> Response | tuple[str, int]:
         job = owned_job(job_id[:64])
     except NotFound:
         return "not found", 404
-    output = job.output or {}
-    images = output.get("images") or []
-    if index >= len(images) or not ("key" in images[index] or "archive" in images[index]):
-        return "not found", 404
-    if "archive" in images[index]:
-        return image_response(output["images_archive"]["key"], images[index]["archive"])
-    # jobs from before the images archive kept one object per image
-    return Response(services().storage.get(images[index]["key"]), mimetype="image/png",
-                    headers={"Cache-Control": "private, max-age=3600"})
+    response = image_response(job.output, index)
+    return ("not found", 404) if response is None else response
 
 
 @console_bp.get("/train")

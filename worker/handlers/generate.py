@@ -24,7 +24,7 @@ from worker.batching import Companion, companions
 from worker.context import WorkerContext
 from worker.describing import request_for, write_copy
 from worker.evaluation import to_float
-from worker.families import IMAGE_FAMILIES, SampleRequest, batch_key
+from worker.families import IMAGE_FAMILIES, SampleRequest
 from worker.handlers.common import Progress, ShouldStop, write_manifest
 from worker.handlers.conditioning import interpret_prompt, names_of, pinned_model, roles_of
 from worker.images import ArchivedImage, grid, png_archive, png_bytes, to_uint8
@@ -87,58 +87,59 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
         raise JobCanceled()
     family = IMAGE_FAMILIES[plan.meta.family]
 
-    def draw_for(p: Plan, seeds: list[int] | None = None) -> np.ndarray:
-        return to_uint8(family.sample(model, _request(p, model, p.seeds if seeds is None else seeds), ctx.device))
-
-    def draw(seeds: list[int]) -> np.ndarray:
-        return draw_for(plan, seeds)
+    def draw(seeds: list[int], p: Plan = plan) -> np.ndarray:
+        return to_uint8(family.sample(model, _request(p, model, seeds), ctx.device))
 
     if inp.min_confidence is not None:
         progress(0.2, f"sampling up to {inp.n * inp.max_attempts} candidates for {inp.n} images")
         seeds, images, selection = _select(ctx, plan.meta, plan.cond, inp, plan.seed, draw, should_stop)
         return _outputs(ctx, plan, model, seeds, images, selection, progress, should_stop)
     room = ctx.settings.batch_max_images - inp.n
-    mine = _request(plan, model, plan.seeds)
-    with companions(ctx, job, lambda other: _joins(other, job, inp), room) if room > 0 else nullcontext([]) as others:
+    with companions(ctx, job, partial(_joins, leader=job, inp=inp), room) if room > 0 else nullcontext([]) as others:
         plans: list[tuple[Companion, Plan]] = []
         for other in others:
             try:
                 plans.append((other, _plan(ctx, other.job, other.session.progress)))
             except Exception as exc:  # its own error (a prompt not understood, say), recorded as it would be alone
                 execute(ctx, other.job, other.session, partial(_raise, exc))
-        requests = [mine] + [_request(p, model, p.seeds) for _, p in plans]
-        together = [r for r in requests if batch_key(r) == batch_key(mine)]
-        shared_with = f" with {len(together) - 1} other jobs" if len(together) > 1 else ""
-        progress(0.2, f"sampling {inp.n} images{shared_with}")
-        try:
-            batched = iter(family.sample_many(model, together, ctx.device)) if plans else None
-        except Exception:  # each job then samples alone, and fails (or not) on its own
-            log.exception("batched sampling for job %s failed; sampling each job alone", job.id)
-            batched = None
-        images = to_uint8(next(batched)) if batched else draw(plan.seeds)
-        if batched and len(together) > 1:
-            plan.batch = {"leader": job.id, "jobs": len(together), "images": sum(len(r.seeds) for r in together)}
-        for (other, other_plan), request in zip(plans, requests[1:], strict=True):
-            drawn = to_uint8(next(batched)) if batched and batch_key(request) == batch_key(mine) else None
-            other_plan.batch = plan.batch if drawn is not None else None
+        progress(0.2, f"sampling {inp.n} images" + (f" with {len(plans)} other jobs" if plans else ""))
+        sampled = _sample_together(family, model, [plan] + [p for _, p in plans], ctx.device) if plans else [None]
+        images = draw(plan.seeds) if sampled[0] is None else sampled[0]
+        for (other, other_plan), drawn in zip(plans, sampled[1:], strict=True):
             execute(ctx, other.job, other.session,
                     lambda c, _job, p, stop, op=other_plan, d=drawn: _outputs(
-                        c, op, model, op.seeds, draw_for(op) if d is None else d, None, p, stop))
+                        c, op, model, op.seeds, draw(op.seeds, op) if d is None else d, None, p, stop))
     return _outputs(ctx, plan, model, plan.seeds, images, None, progress, should_stop)
 
 
-def _joins(other: Job, leader: Job, inp: GenerateImagesInput) -> int | None:
+def _sample_together(family: Any, model: Any, plans: list[Plan], device: Any) -> list[np.ndarray | None]:
+    """One forward pass for every plan (each gets the images it gets alone), recorded in each plan's
+    `batch`; all None when the pass fails (each job then samples alone and fails, or not, on its own)."""
+    requests = [_request(p, model, p.seeds) for p in plans]
+    try:
+        sampled = [to_uint8(images) for images in family.sample_many(model, requests, device)]
+    except Exception:
+        log.exception("batched sampling for job %s failed; sampling each job alone", plans[0].job.id)
+        return [None] * len(plans)
+    batch = {"leader": plans[0].job.id, "jobs": len(plans), "images": sum(len(r.seeds) for r in requests)}
+    for p in plans:
+        p.batch = batch
+    return sampled
+
+
+def _joins(other: Job, *, leader: Job, inp: GenerateImagesInput) -> int | None:
     """How many images a queued job would add to the leader's forward pass, or None when it cannot
     join: another model version, a dry run, a min_confidence search (its own candidate loop) or
     other sampling settings."""
     if other.type != JobType.GENERATE_IMAGES or other.model != leader.model:
         return None
-    theirs = other.input
-    if theirs.get("dry_run") or theirs.get("min_confidence") is not None:
+    try:
+        theirs = GenerateImagesInput(**other.input)
+    except ValueError:  # a record this version cannot read: it runs alone and says why
         return None
-    if theirs.get("temperature", 1.0) != inp.temperature or theirs.get("sampling") != leader.input.get("sampling"):
+    if theirs.dry_run or theirs.min_confidence is not None:
         return None
-    return int(theirs.get("n", 0)) or None
+    return theirs.n if (theirs.temperature, theirs.sampling) == (inp.temperature, inp.sampling) else None
 
 
 def _raise(exc: BaseException, *_: Any) -> dict:

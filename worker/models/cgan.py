@@ -25,6 +25,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from worker.models.cvae import ConditionEmbedding, latent_noise
 from worker.models.ema import update_ema
+from worker.models.requests import Request, per_request, stacked_conditions
 
 
 @dataclass(frozen=True)
@@ -243,14 +244,12 @@ def sample(model: CGAN, cond: dict[str, int], seeds: list[int], *, temperature: 
 
 
 @torch.no_grad()
-def sample_many(model: CGAN, requests: list[tuple[dict[str, int], list[int]]], *, temperature: float = 1.0,
+def sample_many(model: CGAN, requests: list[Request], *, temperature: float = 1.0,
                 device: torch.device | str = "cpu", **_: Any) -> list[torch.Tensor]:
     """`sample` for several (condition set, seeds) requests in one forward pass (jobs batched together)."""
     model.eval()
     z = torch.cat([latent_noise(seeds, model.config.latent_dim, temperature) for _, seeds in requests]).to(device)
-    c = {k: torch.cat([torch.full((len(seeds),), cond[k], dtype=torch.long, device=device) for cond, seeds in requests])
-         for k in requests[0][0]}
-    return list(to_unit(model.ema(z, c)).float().cpu().split([len(seeds) for _, seeds in requests]))
+    return per_request(to_unit(model.ema(z, stacked_conditions(requests, device))).float().cpu(), requests)
 
 
 @torch.no_grad()

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worker.models.requests import Request, per_request, stacked_conditions
+
 
 @dataclass(frozen=True)
 class CVAEConfig:
@@ -175,12 +177,12 @@ def sample(model: CVAE, cond: dict[str, int], seeds: list[int], *, temperature: 
 
 
 @torch.no_grad()
-def sample_many(model: CVAE, requests: list[tuple[dict[str, int], list[int]]], *, temperature: float = 1.0,
+def sample_many(model: CVAE, requests: list[Request], *, temperature: float = 1.0,
                 device: torch.device | str = "cpu", mode: str = "prior", spread: float = 0.5) -> list[torch.Tensor]:
     """`sample` for several (condition set, seeds) requests in one forward pass (jobs batched
     together): each request's images are the ones `sample` gives it alone."""
     model.eval()
-    zs, cs = [], []
+    zs = []
     for cond, seeds in requests:
         if mode == "class_mean":
             z = latent_noise(seeds, model.config.latent_dim, spread).to(device)
@@ -188,10 +190,8 @@ def sample_many(model: CVAE, requests: list[tuple[dict[str, int], list[int]]], *
         else:
             z = latent_noise(seeds, model.config.latent_dim, temperature).to(device)
         zs.append(z)
-        cs.append({k: torch.full((len(seeds),), v, dtype=torch.long, device=device) for k, v in cond.items()})
-    c = {k: torch.cat([ci[k] for ci in cs]) for k in cs[0]}
-    images = model.decode(torch.cat(zs), c).float().cpu()
-    return list(images.split([len(seeds) for _, seeds in requests]))
+    images = model.decode(torch.cat(zs), stacked_conditions(requests, device)).float().cpu()
+    return per_request(images, requests)
 
 
 def has_class_means(model: CVAE) -> bool:

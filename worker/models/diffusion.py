@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worker.models.ema import update_ema
+from worker.models.requests import Request, per_request, stacked_conditions
 
 SIGMA_DATA = 0.5
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
@@ -294,16 +295,14 @@ def sample(model: Diffusion, cond: dict[str, int], seeds: list[int], *, temperat
 
 
 @torch.no_grad()
-def sample_many(model: Diffusion, requests: list[tuple[dict[str, int], list[int]]], *, temperature: float = 1.0,
+def sample_many(model: Diffusion, requests: list[Request], *, temperature: float = 1.0,
                 device: torch.device | str = "cpu", steps: int | None = None, guidance: float | None = None,
                 **_: Any) -> list[torch.Tensor]:
     """`sample` for several (condition set, seeds) requests in one sampler run (jobs batched together)."""
     model.eval()
-    c = {k: torch.cat([torch.full((len(seeds),), cond[k], dtype=torch.long, device=device) for cond, seeds in requests])
-         for k in requests[0][0]}
     z = torch.cat([start_noise(seeds, model.config, temperature) for _, seeds in requests]).to(device)
-    images = decode(model, z.flatten(1), model.ema.embed(c), steps=steps, guidance=guidance)
-    return list(images.split([len(seeds) for _, seeds in requests]))
+    e = model.ema.embed(stacked_conditions(requests, device))
+    return per_request(decode(model, z.flatten(1), e, steps=steps, guidance=guidance), requests)
 
 
 @torch.no_grad()
