@@ -75,6 +75,13 @@ class DatasetMissing(JobFailure):
     code = "dataset_missing"
 
 
+class ModelUnloadable(JobFailure):
+    """A stored model version this worker's code cannot rebuild (written by another release of Atelier,
+    during a rolling deploy or after a change was reverted)."""
+
+    code = "model_unloadable"
+
+
 class JobCanceled(Exception):
     """Raised by plain functions when `should_stop()` says the job was canceled."""
 

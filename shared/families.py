@@ -56,6 +56,13 @@ ENCODER_FAMILIES = names("generator", encodes=True)
 # the augment job's default generator, in order of preference
 AUGMENT_FAMILIES = tuple(sorted((f.name for f in FACTS.values() if f.augment_rank is not None),
                                 key=lambda n: FACTS[n].augment_rank or 0))
+# The default family for the catalog: `generate_images` uses its active version when neither `model`
+# nor `family` is given, and `augment` prefers it. Chosen from the side-by-side table in
+# docs/BENCHMARKS.md: the cgan `cpu` preset is the one that meets the adherence, rare-type and
+# diversity targets there (the cvae's pictures are on type but blurred, its seeds alike).
+DEFAULT_GENERATOR = AUGMENT_FAMILIES[0]
+# The console's choice of image family, the default first.
+GENERATORS_DEFAULT_FIRST = (DEFAULT_GENERATOR, *(n for n in IMAGE_FAMILIES if n != DEFAULT_GENERATOR))
 
 
 # every family-only sampling field (shared/schemas.py `Sampling`): submit refuses one the model's family does not read

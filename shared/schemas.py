@@ -25,6 +25,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared.families import (  # noqa: F401  (re-exported: the schemas and the family table travel together)
     AUGMENT_FAMILIES,
+    DEFAULT_GENERATOR,
     ENCODER_FAMILIES,
     IMAGE_DATASET_FAMILIES,
     IMAGE_FAMILIES,
@@ -196,7 +197,9 @@ class GenerateImagesInput(StrictModel):
     n: integer(ge=1, le=64) = Field(8, description="number of images")
     seed: Seed | None = None
     model: ModelRef | None = Field(None, description="default: the active model of `family`")
-    family: Family = Field(Family.CVAE, description="family whose active model is used when `model` is not given")
+    family: Family = Field(Family(DEFAULT_GENERATOR), description="family whose active model is used when `model` "
+                                                                  "is not given (default: the catalog's default "
+                                                                  "family)")
     temperature: number(ge=0.0, le=3.0) = Field(1.0, description="scale of the latent noise")
     sampling: Sampling = Field(default_factory=Sampling)
     min_confidence: number(ge=0.0, le=1.0) | None = Field(

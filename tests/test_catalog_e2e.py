@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from shared.families import DEFAULT_GENERATOR
 from shared.storage import Storage
 from tests.conftest import CATALOG_SLICE
 from tests.support import Client
@@ -56,6 +57,15 @@ def test_models_list_their_vocabulary_with_counts(client: Client, catalog_models
         assert "Jumpsuit" in model["vocabulary"]["articleType"] and "Black" in model["vocabulary"]["baseColour"]
         assert model["counts"]["articleType"]["Jumpsuit"] == 15
         assert model["roles"] == {"type": "articleType", "colour": "baseColour"}
+
+
+def test_a_request_naming_no_model_uses_the_default_family(client: Client, catalog_models: dict[str, str]) -> None:
+    """The catalog's default family (shared/families.py): its active version is pinned at submit."""
+    family, version = catalog_models[DEFAULT_GENERATOR].split("@")
+    activated = client.http.post(f"{client.base}/v1/models/{family}/{version}/activate", timeout=10)
+    assert activated.status_code == 200 and family == "cgan"
+    job = run(client, "generate_images", {"prompt": "black short sleeve jumpsuit", "dry_run": True})
+    assert job["model"] == catalog_models["cgan"] and job["input"]["family"] == "cgan"
 
 
 @pytest.mark.parametrize("family", ["cvae", "cgan", "diffusion"])

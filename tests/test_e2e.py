@@ -41,7 +41,7 @@ def test_trained_model_is_listed_with_its_artifacts(client: Client, trained_mode
 
 
 def test_generate_images_end_to_end(client: Client, trained_model: str, storage: Storage) -> None:
-    done = generate(client, conditions={"class": "Dress"}, n=6, seed=11)
+    done = generate(client, conditions={"class": "Dress"}, n=6, seed=11, family="cvae")
     output = done["output"]
     assert done["model"] == trained_model and output["conditions"] == {"class": "Dress"}
     assert [img["seed"] for img in output["images"]] == [11, 12, 13, 14, 15, 16]
@@ -69,24 +69,24 @@ def test_generate_images_end_to_end(client: Client, trained_model: str, storage:
 
     again = generate(client, conditions={"class": 3}, n=6, seed=11, model=trained_model)
     assert [client.download(img["url"]) for img in again["output"]["images"]] == pngs  # byte-identical
-    other = generate(client, conditions={"class": "dress"}, n=1, seed=99)
+    other = generate(client, conditions={"class": "dress"}, n=1, seed=99, family="cvae")
     assert client.download(other["output"]["images"][0]["url"]) not in pngs
 
 
 def test_unknown_class_is_rejected_at_submit(client: Client, trained_model: str) -> None:
     response = client.http.post(f"{client.base}/v1/jobs", json={
-        "type": "generate_images", "input": {"conditions": {"class": "Jumpsuit"}}}, timeout=10)
+        "type": "generate_images", "input": {"conditions": {"class": "Jumpsuit"}, "family": "cvae"}}, timeout=10)
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["field"] == "input.conditions.class" and "Ankle boot" in error["message"]
     response = client.http.post(f"{client.base}/v1/jobs", json={
-        "type": "generate_images", "input": {"conditions": {"colour": "Black"}}}, timeout=10)
+        "type": "generate_images", "input": {"conditions": {"colour": "Black"}, "family": "cvae"}}, timeout=10)
     assert response.status_code == 422 and response.json()["error"]["field"] == "input.conditions.colour"
 
 
 def test_idempotent_submit(client: Client, trained_model: str) -> None:
     key = {"Idempotency-Key": f"retry-{uuid.uuid4()}"}
-    body = {"conditions": {"class": "Bag"}, "n": 2}
+    body = {"conditions": {"class": "Bag"}, "n": 2, "family": "cvae"}
     first = client.submit("generate_images", body, headers=key, expect=202)
     response = client.http.post(f"{client.base}/v1/jobs", json={"type": "generate_images", "input": body},
                                 headers=key, timeout=10)
@@ -100,7 +100,7 @@ def test_idempotent_submit(client: Client, trained_model: str) -> None:
 
 
 def test_list_jobs_over_http(client: Client, trained_model: str) -> None:
-    generate(client, conditions={"class": 0}, n=1, seed=1)
+    generate(client, conditions={"class": 0}, n=1, seed=1, family="cvae")
     listing = client.http.get(f"{client.base}/v1/jobs", params={"type": "generate_images", "limit": 2},
                               timeout=10).json()
     assert len(listing["jobs"]) == 2 and listing["next_cursor"]
@@ -122,7 +122,7 @@ def test_cancel_queued_and_running(client: Client, trained_model: str, storage: 
                     timeout=120)
     assert storage.exists(f"jobs/{long['id']}/checkpoint.pt")  # the first epoch's resume point
     # The only worker slot is busy, so this one waits in the queue.
-    queued = client.submit("generate_images", {"conditions": {"class": 1}, "n": 1})
+    queued = client.submit("generate_images", {"conditions": {"class": 1}, "n": 1, "family": "cvae"})
     response = client.http.post(f"{client.base}/v1/jobs/{queued['id']}/cancel", timeout=10)
     assert response.status_code == 200 and response.json()["status"] == "canceled"
 

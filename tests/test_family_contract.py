@@ -8,12 +8,13 @@ import io
 import pytest
 import torch
 
+from shared.errors import ModelUnloadable
 from shared.families import AUGMENT_FAMILIES, FACTS, IMAGE_FAMILIES, Family
 from shared.schemas import TrainInput
 from tests.test_cgan import toy_split
 from worker.datasets.base import ImageDataset
 from worker.families import IMAGE_FAMILIES as CONTRACTS
-from worker.families import LOADERS, SampleRequest
+from worker.families import LOADERS, SampleRequest, load_checkpoint
 from worker.images import to_uint8
 from worker.training.common import TrainParams
 
@@ -81,6 +82,19 @@ def test_checkpoint_round_trip_gives_the_same_images(trained: tuple[str, object]
     restored = LOADERS[name](checkpoint)
     request = SampleRequest({"articleType": 0, "baseColour": 2}, [11, 12])
     assert torch.equal(family.sample(model, request, CPU), family.sample(restored, request, CPU))
+
+
+def test_a_checkpoint_this_code_cannot_rebuild_fails_naming_the_version(trained: tuple[str, object]) -> None:
+    """Written by another release (an unknown config field, a missing tensor): a clear job failure."""
+    name, model = trained
+    checkpoint = CONTRACTS[name].checkpoint(model)
+    unknown_field = {**checkpoint, "config": {**checkpoint["config"], "colour_source": "full"}}
+    weight = next(k for k in checkpoint["state_dict"] if k.endswith("weight"))
+    missing_tensor = {**checkpoint, "state_dict": {k: v for k, v in checkpoint["state_dict"].items() if k != weight}}
+    for broken in (unknown_field, missing_tensor):
+        with pytest.raises(ModelUnloadable, match=f"model {name}@v9 cannot be loaded") as caught:
+            load_checkpoint(name, broken, f"{name}@v9")
+        assert caught.value.code == "model_unloadable"
 
 
 def test_interpolation_hooks(trained: tuple[str, object]) -> None:

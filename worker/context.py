@@ -92,7 +92,7 @@ class WorkerContext:
             family, version = parse_ref(ref)
             blob = self.storage.get(model_prefix(family, version) + "model.pt")
             checkpoint = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-            return load_checkpoint(family, checkpoint).to(self.device)
+            return load_checkpoint(family, checkpoint, ref).to(self.device)
 
         return self.models.get_or_load(ref, load)
 

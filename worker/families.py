@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import torch
 
+from shared.errors import ModelUnloadable
 from shared.families import FACTS, FamilyFacts
 from worker.datasets.base import ImageDataset
 from worker.models import cgan, classifier, cvae, diffusion, lm
@@ -175,6 +176,12 @@ LOADERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "lm": lm.from_checkpoint, "classifier": classifier.from_checkpoint}
 
 
-def load_checkpoint(family: str, checkpoint: dict[str, Any]) -> Any:
-    return LOADERS[family](checkpoint)
+def load_checkpoint(family: str, checkpoint: dict[str, Any], ref: str | None = None) -> Any:
+    """The network of a stored checkpoint; `ModelUnloadable` naming the version and the mismatch when
+    its config or weights do not fit this code (an unknown config field, a missing tensor)."""
+    try:
+        return LOADERS[family](checkpoint)
+    except (TypeError, KeyError, ValueError, RuntimeError) as exc:
+        raise ModelUnloadable(f"model {ref or family} cannot be loaded by this worker's code, which differs from "
+                              f"the code that wrote it: {exc}") from exc
 

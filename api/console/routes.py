@@ -18,6 +18,7 @@ from api.files_routes import image_response
 from api.jobs_routes import owned_job, public_job
 from api.services import services
 from shared.errors import NotFound
+from shared.families import GENERATORS_DEFAULT_FIRST
 from shared.schemas import BUILTIN_DATASETS, IMAGE_FAMILIES, Family, Preset
 
 console_bp = Blueprint("console", __name__, template_folder="templates", static_folder="static",
@@ -60,7 +61,7 @@ def home() -> Response | str:
     jobs, older = services().store.list(owner=None if caller.admin else caller.owner, limit=25, cursor=cursor)
     image_models = [m for m in services().registry.list(None) if m.family in IMAGE_FAMILIES and model_visible(m)]
     return render_template("home.html", jobs=jobs, older=older, image_models=image_models,
-                           image_families=IMAGE_FAMILIES)
+                           image_families=GENERATORS_DEFAULT_FIRST)
 
 
 @console_bp.get("/jobs/<job_id>")

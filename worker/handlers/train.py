@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from shared.errors import ModelUnloadable
 from shared.families import facts
 from shared.registry import model_prefix, parse_ref
 from shared.schemas import Job, TrainInput
@@ -163,8 +164,12 @@ def evaluate_version(ctx: WorkerContext, family: ImageFamily, model: Any, datase
     def sample(cond: dict[str, int], seeds: list[int]) -> torch.Tensor:
         return family.sample(model, SampleRequest(cond, seeds, mode=mode), ctx.device)
 
+    try:
+        judge_model = ctx.load_model(judge.ref)
+    except ModelUnloadable as exc:  # the trained model is still worth publishing, unjudged
+        return {"skipped": f"the judge could not be loaded: {exc}"}
     images = family.eval_images(inp.preset.value, EVAL_IMAGES[inp.preset.value])
-    result = evaluate_generator(sample, ctx.load_model(judge.ref), dataset.train, dataset.test, dataset.vocabulary,
+    result = evaluate_generator(sample, judge_model, dataset.train, dataset.test, dataset.vocabulary,
                                 type_condition(dataset), max_images=images, seed=seed,
                                 device=ctx.device)
     kind = type_condition(dataset)

@@ -53,7 +53,7 @@ class GANRecipe:
 
     mode_seeking: float = 1.0  # MSGAN weight: pairs of fakes of one condition pushed apart relative to their z
     balance_power: float = 0.5  # draws weighted count(type)^-power; 0: the catalog's own mix
-    cutout: bool = True  # DiffAugment's cutout besides translation
+    cutout: bool = True  # DiffAugment's cutout besides translation (off in the cpu and gpu presets: its grey came back)
     aux_weight: float = 1.0  # the auxiliary classifier's cross-entropy (models whose config has one)
 
     @classmethod
