@@ -1,5 +1,5 @@
 """The conditional GAN training loop: hinge loss, spectral-norm projection discriminator, EMA
-generator, differentiable augmentation (DiffAugment, Zhao et al. 2020: translation and cutout, the
+generator, differentiable augmentation (DiffAugment, Zhao et al. 2020: translation, with cutout as an option; the
 same for real and fake images, never colour, which is a condition) so the discriminator does not
 memorise classes with a dozen photos, the mode-seeking regulariser (MSGAN, Mao et al. 2019) against
 within-condition collapse, and class-balanced draws so rare product types are trained far more
@@ -53,7 +53,9 @@ class GANRecipe:
 
     mode_seeking: float = 1.0  # MSGAN weight: pairs of fakes of one condition pushed apart relative to their z
     balance_power: float = 0.5  # draws weighted count(type)^-power; 0: the catalog's own mix
-    cutout: bool = True  # DiffAugment's cutout besides translation (off in the cpu and gpu presets: its grey came back)
+    # DiffAugment's cutout besides translation: off, because its mid-grey squares came back as grey panels
+    # behind a quarter of the seeds (docs/BENCHMARKS.md, "The bf16 preset, per type")
+    cutout: bool = False
     aux_weight: float = 1.0  # the auxiliary classifier's cross-entropy (models whose config has one)
 
     @classmethod
