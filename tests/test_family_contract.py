@@ -4,6 +4,7 @@ with its model file, its trainer, its ImageFamily entry and its row in shared/fa
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from tests.test_cgan import toy_split
 from worker.datasets.base import ImageDataset
 from worker.families import IMAGE_FAMILIES as CONTRACTS
 from worker.families import LOADERS, SampleRequest, load_checkpoint
+from worker.handlers.train import evaluate_version
 from worker.images import to_uint8
 from worker.training.common import TrainParams
 
@@ -95,6 +97,21 @@ def test_a_checkpoint_this_code_cannot_rebuild_fails_naming_the_version(trained:
         with pytest.raises(ModelUnloadable, match=f"model {name}@v9 cannot be loaded") as caught:
             load_checkpoint(name, broken, f"{name}@v9")
         assert caught.value.code == "model_unloadable"
+
+
+def test_a_judge_this_code_cannot_rebuild_leaves_the_version_unjudged(trained: tuple[str, object]) -> None:
+    """The train job still publishes: its evaluation says why it was skipped instead of failing the job."""
+    name, model = trained
+    judge = SimpleNamespace(ref="classifier@v9")
+
+    def load_model(ref: str) -> object:
+        raise ModelUnloadable(f"model {ref} cannot be loaded by this worker's code")
+
+    ctx = SimpleNamespace(registry=SimpleNamespace(for_dataset=lambda *_: judge), load_model=load_model)
+    dataset = SimpleNamespace(name="catalog", vocabulary={"articleType": ["a"], "baseColour": ["b"]})
+    evaluation = evaluate_version(ctx, CONTRACTS[name], model, dataset, TrainInput(family=name, dataset="catalog"), 0)
+    assert evaluation == {"skipped": "the judge could not be loaded: model classifier@v9 cannot be loaded by "
+                                     "this worker's code"}
 
 
 def test_interpolation_hooks(trained: tuple[str, object]) -> None:
