@@ -28,6 +28,8 @@ PROMPT_SETS = {
     "unlisted": Path(__file__).with_name("prompts_unlisted.jsonl"),
     # more such words, written after the compound rule was chosen on "unlisted", never tuned on
     "unlisted (held out)": Path(__file__).with_name("prompts_unlisted_holdout.jsonl"),
+    # a second such set, written before the WordNet fallback was built, never tuned on
+    "unlisted (held out 2)": Path(__file__).with_name("prompts_unlisted_holdout2.jsonl"),
 }
 REFUSAL_SETS = {
     "out of catalog (calibration)": Path(__file__).with_name("prompts_out_of_catalog.jsonl"),
