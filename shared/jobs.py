@@ -43,10 +43,11 @@ local function count(key, from, to)
   if from then redis.call('HINCRBY', 'atelier:stats:jobs', jt .. '|' .. from, -1) end
   redis.call('HINCRBY', 'atelier:stats:jobs', jt .. '|' .. to, 1)
 end
--- Leaving `queued` frees a place in the owner's queued-jobs limit.
+-- Leaving `queued` frees a place in the owner's queued-jobs limit (and ends the wait the reaper watches).
 local function dequeued(key, job_id)
   local owner = redis.call('HGET', key, 'owner')
   if owner then redis.call('SREM', 'atelier:jobs:queued:' .. owner, job_id) end
+  redis.call('ZREM', 'atelier:jobs:queued-since', job_id)
 end
 -- The webhook outbox: an event the job's webhook asked for, delivered by a Celery task.
 local function notify(key, job_id, event)
@@ -108,6 +109,7 @@ redis.call('HSET', KEYS[1], 'created_at', string.format('%.6f', now), unpack(ARG
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
 count(KEYS[1], nil, 'queued')
 redis.call('SADD', KEYS[6], ARGV[1])
+redis.call('ZADD', 'atelier:jobs:queued-since', now, ARGV[1])  -- the reaper finds lost messages by age
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
 if KEYS[7] ~= '' then
@@ -366,6 +368,7 @@ class JobStore:
     ALL_INDEX = f"{PREFIX}jobs:all"
     RUNNING = f"{PREFIX}jobs:running"
     UNSENT = f"{PREFIX}jobs:unsent"
+    QUEUED_SINCE = f"{PREFIX}jobs:queued-since"  # every queued job, scored by when it was created
 
     @staticmethod
     def events_channel(job_id: str) -> str:
@@ -609,6 +612,17 @@ class JobStore:
     def unsent_older_than(self, age_s: float) -> list[str]:
         """Queued jobs whose enqueue never got confirmed (the API died between record and send)."""
         return list(self.redis.zrangebyscore(self.UNSENT, "-inf", self.server_time() - age_s, start=0, num=500))
+
+    def queued_older_than(self, age_s: float, num: int = 500) -> list[str]:
+        """The oldest jobs still queued after `age_s` (the reaper checks that each has a message)."""
+        return list(self.redis.zrangebyscore(self.QUEUED_SINCE, "-inf", self.server_time() - age_s,
+                                             start=0, num=num))
+
+    def forget_queued(self, *job_ids: str) -> None:
+        """Drop ids from the queued-since set whose records expired or left `queued` (the scripts keep it
+        otherwise)."""
+        if job_ids:
+            self.redis.zrem(self.QUEUED_SINCE, *job_ids)
 
     def server_time(self) -> float:
         seconds, micros = self.redis.time()

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
         description="how long a worker about to sample waits for more jobs to batch with (the queue is "
                     "always looked at once)")
     reaper_interval_s: float = Field(15.0, gt=0, validation_alias=_env("ATELIER_REAPER_INTERVAL_SECONDS"))
+    lost_message_after_s: float = Field(
+        60.0, gt=0, validation_alias=_env("ATELIER_LOST_MESSAGE_AFTER_SECONDS"),
+        description="a job queued this long whose message is in no queue gets a new one (checked once a period)")
     train_time_limit_s: int = Field(6 * 3600, validation_alias=_env("ATELIER_TRAIN_TIME_LIMIT_SECONDS"))
     interactive_time_limit_s: int = Field(600, validation_alias=_env("ATELIER_INTERACTIVE_TIME_LIMIT_SECONDS"))
     batch_time_limit_s: int = Field(3 * 3600, validation_alias=_env("ATELIER_BATCH_TIME_LIMIT_SECONDS"))

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from shared.celery_message import queue_key, task_message
 from shared.errors import Conflict, RateLimited
 from shared.jobs import JobStore
 from shared.schemas import JobStatus, JobType
@@ -195,7 +196,7 @@ def test_the_reaper_sends_one_recovery_message_until_a_worker_claims_the_job(set
     store.redis.flushdb()
     sent: list[str] = []
     app = SimpleNamespace(send_task=lambda name, args, queue, **_: sent.append(args[0]))
-    ctx = SimpleNamespace(store=store, settings=SimpleNamespace(job_lease_s=0.2),
+    ctx = SimpleNamespace(store=store, settings=SimpleNamespace(job_lease_s=0.2, lost_message_after_s=60),
                           registry=SimpleNamespace(is_empty=lambda: False))
     job = new(store, owner=f"reaper-{uuid.uuid4().hex[:6]}")
     store.mark_enqueued(job.id)
@@ -209,6 +210,52 @@ def test_the_reaper_sends_one_recovery_message_until_a_worker_claims_the_job(set
     time.sleep(0.5)  # ... and died too
     reap_stale_jobs(ctx, app)  # type: ignore[arg-type]
     assert sent.count(job.id) == 2
+    store.redis.flushdb()
+
+
+def test_the_reaper_resends_a_queued_job_whose_message_was_lost(settings: Settings) -> None:
+    """A message taken off the queue by a worker whose connection dropped before kombu recorded it as
+    unacked is gone: its job would stay queued for ever. Jobs queued longer than the setting whose
+    message is in no queue get one new message; jobs whose message waits, or that are young, do not."""
+    from types import SimpleNamespace
+
+    from shared.queue import task_send
+    from worker.reaper import LOST_CHECK_KEY, reap_stale_jobs
+
+    store = JobStore.from_url(settings.redis_url.rsplit("/", 1)[0] + "/13")
+    store.redis.flushdb()
+    sent: list[str] = []
+
+    def send_task(name: str, args: list, queue: str, **_: object) -> None:
+        sent.append(args[0])
+        store.redis.lpush(queue_key(queue), task_message(name, args, queue=queue))
+
+    app = SimpleNamespace(send_task=send_task)
+    ctx = SimpleNamespace(store=store, settings=SimpleNamespace(job_lease_s=20, lost_message_after_s=0.5),
+                          registry=SimpleNamespace(is_empty=lambda: False))
+    send = task_send(settings, JobType.GENERATE_IMAGES)
+    waiting, _ = store.create(JobType.GENERATE_IMAGES, {"n": 1}, owner="lost", send=send)
+    lost, _ = store.create(JobType.GENERATE_IMAGES, {"n": 2}, owner="lost", send=send)
+    done, _ = store.create(JobType.GENERATE_IMAGES, {"n": 3}, owner="lost", send=send)
+    token, _ = claim(store, done.id)
+    store.finish(done.id, token, JobStatus.SUCCEEDED, output={})
+    queue = queue_key(send.queue)
+    store.redis.lrem(queue, 1, store.redis.lrange(queue, 1, 1)[0])  # the second message (lost's) vanishes
+    store.redis.lrem(queue, 1, store.redis.lrange(queue, 0, 0)[0])  # done's was consumed
+    reap_stale_jobs(ctx, app)  # type: ignore[arg-type]
+    assert sent == []  # too young to call lost
+    time.sleep(0.6)
+    store.redis.delete(LOST_CHECK_KEY)
+    young, _ = store.create(JobType.GENERATE_IMAGES, {"n": 4}, owner="lost")  # unsent and young: not this path
+    reap_stale_jobs(ctx, app)  # type: ignore[arg-type]
+    assert sent == [lost.id]
+    assert set(store.queued_older_than(0)) == {waiting.id, lost.id, young.id}  # done left the set
+    for _ in range(2):  # the new message waits to be taken: no more copies
+        store.redis.delete(LOST_CHECK_KEY)
+        reap_stale_jobs(ctx, app)  # type: ignore[arg-type]
+    assert sent == [lost.id]
+    claim(store, lost.id)
+    assert lost.id not in store.queued_older_than(0)
     store.redis.flushdb()
 
 
