@@ -7,6 +7,7 @@ DEPS := $(VENV)/.deps-installed
 .PHONY: run test test-all lint bench-submit clean
 
 $(DEPS): requirements.txt pyproject.toml
+	@bash deploy/local/install_wordnet.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .

@@ -34,7 +34,7 @@ from worker.families import IMAGE_FAMILIES, SampleRequest, type_condition
 from worker.handlers.train import joint_counts
 from worker.images import grid, png_bytes, to_uint8
 from worker.models import classifier
-from worker.prompts import PromptInterpreter, load_encoder
+from worker.prompts import load_interpreter
 from worker.training.cgan_trainer import GANRecipe
 from worker.training.common import TrainParams
 
@@ -141,7 +141,7 @@ def main() -> None:
     eval_minutes = (time.perf_counter() - started) / 60
 
     # the four prompts, read by the service's own interpreter
-    interpreter = PromptInterpreter(load_encoder())
+    interpreter = load_interpreter()
     vocab = interpreter.vocabulary(dataset.vocabulary[kind], dataset.vocabulary[colour] if colour else [])
     args.out.mkdir(parents=True, exist_ok=True)
     sheets = {}

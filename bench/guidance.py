@@ -24,7 +24,7 @@ from worker.families import IMAGE_FAMILIES, SampleRequest, type_condition
 from worker.handlers.train import joint_counts
 from worker.images import grid, png_bytes, to_uint8
 from worker.models import classifier
-from worker.prompts import PromptInterpreter, load_encoder
+from worker.prompts import load_interpreter
 
 CPU = torch.device("cpu")
 
@@ -53,7 +53,7 @@ def main() -> None:
     common = [t for t in range(len(names)) if counts[t] >= COMMON]
     conditions = [{kind: t, **({colour: colours.index(max(joint[names[t]], key=joint[names[t]].get))}
                                if colour and joint.get(names[t]) else {})} for t in common]
-    interpreter = PromptInterpreter(load_encoder())
+    interpreter = load_interpreter()
     vocab = interpreter.vocabulary(names, colours)
     prompts = []
     for prompt in PROMPTS:

@@ -6,7 +6,7 @@ sells (bench/prompts_out_of_catalog.jsonl, the calibration set, and
 bench/prompts_out_of_catalog_holdout.jsonl, written after the thresholds were chosen) that are
 refused as not understood, against the catalog's vocabulary and Fashion-MNIST's.
 
-    python -m bench.prompts [--datasets DIR] [--show-misses]
+    python -m bench.prompts [--datasets DIR] [--no-wordnet]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from worker.datasets import catalog
-from worker.prompts import PromptInterpreter, load_encoder
+from worker.prompts import PromptInterpreter, load_interpreter
 
 PROMPT_SETS = {
     # written with the lexicon: everyday words, abbreviations, typos, word order
@@ -53,16 +53,19 @@ def demo_vocabulary(datasets: Path) -> tuple[list[str], list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", type=Path, default=Path(os.environ.get("ATELIER_DATASETS", "../shared/datasets")))
+    parser.add_argument("--no-wordnet", action="store_true", help="similarity alone for unlisted words (before)")
     args = parser.parse_args()
 
     types, colours = demo_vocabulary(args.datasets)
     started = time.perf_counter()
-    interpreter = PromptInterpreter(load_encoder())
+    interpreter = load_interpreter(None if args.no_wordnet else Path(os.environ.get("ATELIER_WORDNET_DIR",
+                                                                                   "/usr/share/wordnet")))
     load_s = time.perf_counter() - started
     started = time.perf_counter()
     vocab = interpreter.vocabulary(types, colours)
     vocab_s = time.perf_counter() - started
     print(f"vocabulary: {len(types)} types, {len(colours)} colours")
+    print(f"WordNet: {'on' if interpreter.wordnet is not None else 'off'}")
     print(f"encoder load {load_s:.1f} s, vocabulary embeddings {vocab_s * 1000:.0f} ms (once per model version)\n")
     print("| prompt set | prompts | type top-1 | colour top-1 | both | p50 / max latency | type matched by |")
     print("|---|---|---|---|---|---|---|")

@@ -122,6 +122,9 @@ class Settings(BaseSettings):
                                          description="pretrained GPT-2 directories a `train` job may fine-tune")
     allow_dataset_download: bool = Field(True, validation_alias=_env("ATELIER_ALLOW_DATASET_DOWNLOAD"))
     var_dir: Path = Field(Path("var"), validation_alias=_env("ATELIER_VAR"))
+    wordnet_dir: Path = Field(Path("/usr/share/wordnet"), validation_alias=_env("ATELIER_WORDNET_DIR"),
+                              description="WordNet 3.0 database (Debian's wordnet-base) the prompt interpreter "
+                                          "reads unlisted product words with; missing: similarity alone")
 
     # --- nightly rare-class augmentation -------------------------------------------------------
     augment_datasets: str = Field("", validation_alias=_env("ATELIER_AUGMENT_DATASETS"),

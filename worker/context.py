@@ -99,9 +99,9 @@ class WorkerContext:
     @cached_property
     def interpreter(self) -> Any:
         """The prompt interpreter, its sentence-transformer loaded once per worker process."""
-        from worker.prompts import PromptInterpreter, load_encoder
+        from worker.prompts import load_interpreter
 
-        return PromptInterpreter(load_encoder())
+        return load_interpreter(self.settings.wordnet_dir, self.settings.var_dir)
 
     def vocabulary(self, ref: str, vocabulary: dict[str, list[str]], roles: dict[str, str]) -> Any:
         """The interpreter's tables and embeddings for one model version, computed once."""

@@ -6,8 +6,10 @@ Three passes, most exact first, over the prompt's words:
 1. phrases that are a vocabulary value or a known synonym/abbreviation (prompt_lexicon), longest
    first, plural-insensitive ("tee" -> Tshirts, "navy" -> Navy Blue, "blk" -> Black);
 2. close spellings of those phrases for typos ("jumsuit", "blakc");
-3. sentence-transformer similarity (all-MiniLM-L6-v2, offline) between the remaining phrases and the
-   vocabulary values, for words no table lists ("scarlet", "athletic footwear").
+3. for a product noun no table lists, WordNet: the first word its artifact senses or their hypernyms
+   give that a table knows ("anorak" is a parka; "mitten" a kind of glove; worker/wordnet.py);
+4. sentence-transformer similarity (all-MiniLM-L6-v2, offline) between the remaining phrases and the
+   vocabulary values, for words neither knows ("scarlet", "athletic footwear").
 When several product types appear, the last one is the product ("shirt dress" is a dress) and the
 others are reported as unmapped modifiers; the first colour wins the same way.
 """
@@ -18,6 +20,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -54,6 +57,7 @@ COLOUR_EMBED_THRESHOLD = 0.75  # a single word must be this close to a colour to
 FUZZY_MIN_LEN = 4  # shorter words are too easy to misread as another word
 MAX_PHRASE = 3
 CONFIDENCE = {"exact": 1.0, "synonym": 0.95}
+WORDNET_CONFIDENCE = (0.9, 0.85, 0.8)  # the word's own sense, its hypernym, the hypernym's hypernym
 
 
 class Encoder(Protocol):
@@ -68,6 +72,15 @@ def load_encoder() -> Encoder:
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(get_model_path()), device="cpu")
+
+
+def load_interpreter(wordnet_dir: Path | None = Path("/usr/share/wordnet"), var_dir: Path = Path("var")
+                     ) -> PromptInterpreter:
+    """The interpreter as workers run it: the sentence encoder, and WordNet where it is installed."""
+    from worker.wordnet import load_wordnet
+
+    wordnet = load_wordnet(wordnet_dir, var_dir / "wordnet") if wordnet_dir is not None else None
+    return PromptInterpreter(load_encoder(), wordnet)
 
 
 def normalize(text: str) -> list[str]:
@@ -95,7 +108,7 @@ class Match:
     value: str
     confidence: float
     matched: str  # the words of the prompt that gave this value
-    how: str  # exact | synonym | spelling | similarity | default | modifier (of an unknown product noun)
+    how: str  # exact | synonym | spelling | wordnet | similarity | default | modifier (of an unknown noun)
     start: int = -1
     end: int = -1
     out_of_scope: float = 0.0  # similarity matches: cosine to the nearest out-of-scope anchor
@@ -190,8 +203,9 @@ class Interpretation:
 
 
 class PromptInterpreter:
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: Encoder, wordnet: Any | None = None) -> None:
         self.encoder = encoder
+        self.wordnet = wordnet  # worker.wordnet.load_wordnet(); None: unknown nouns by similarity alone
         tokenizer = getattr(encoder, "tokenizer", None)
         # Whole words of the encoder's WordPiece vocabulary: correctly spelled English, never a typo
         # ("chair" is not "chain", "plant" is not "pants").
@@ -222,8 +236,12 @@ class PromptInterpreter:
             i for i, w in enumerate(words) if w in COLOUR_WORDS}
         head = _head_word(words, not_type)
         kind = _head(types, words)
-        if vocab.type_embeddings is not None and head is not None and not any(m.start <= head < m.end
-                                                                              for m in types):
+        unknown_head = head is not None and not any(m.start <= head < m.end for m in types)
+        known = self._wordnet_type(words, used, vocab, head, not_type) if unknown_head else None
+        if known is not None:
+            kind = known
+            types.append(known)
+        elif vocab.type_embeddings is not None and unknown_head:
             # The product noun is a word no table lists: read it by similarity. Type words before it
             # only modify it ("flat screen television", "goldfish in a tank"), so when the noun
             # matches no type well, the prompt is not understood, whatever else it names.
@@ -256,6 +274,26 @@ class PromptInterpreter:
         if kind is not None and not closest:
             closest = [{"value": kind.value, "score": round(kind.confidence, 3)}]
         return Interpretation(kind, colour, _unmapped(words, used), closest)
+
+    def _wordnet_type(self, words: list[str], used: list[bool], vocab: Vocabulary, head: int,
+                      blocked: set[int]) -> Match | None:
+        """The product noun at `head` (with up to two words before it, longest first: "tennis shoe")
+        read through WordNet: the first word of its artifact senses or their hypernyms that a table knows."""
+        if self.wordnet is None:
+            return None
+        from worker.wordnet import broader_words
+
+        for start in range(max(0, head - MAX_PHRASE + 1), head + 1):
+            if any(used[i] or i in blocked for i in range(start, head + 1)) or words[start] in STOPWORDS:
+                continue
+            phrase = " ".join(words[start:head + 1])
+            for word, depth in broader_words(self.wordnet, phrase):
+                value = vocab.type_lookup.get(key(normalize(word)))
+                if value is not None:
+                    for i in range(start, head + 1):
+                        used[i] = True
+                    return Match(value, WORDNET_CONFIDENCE[depth], phrase, "wordnet", start, head + 1)
+        return None
 
     def _embedded_type(self, words: list[str], used: list[bool], vocab: Vocabulary, head: int,
                        blocked: set[int]) -> tuple[Match | None, list[dict[str, Any]]]:
