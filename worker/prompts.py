@@ -2,7 +2,7 @@
 with a confidence, plus the words that map to no condition ("short sleeve"), which are reported and
 passed on, never dropped.
 
-Three passes, most exact first, over the prompt's words:
+Four passes, most exact first, over the prompt's words:
 1. phrases that are a vocabulary value or a known synonym/abbreviation (prompt_lexicon), longest
    first, plural-insensitive ("tee" -> Tshirts, "navy" -> Navy Blue, "blk" -> Black);
 2. close spellings of those phrases for typos ("jumsuit", "blakc");
