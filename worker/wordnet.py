@@ -16,7 +16,7 @@ once into a folder of ours with that list beside it. Without the data the fallba
 from __future__ import annotations
 
 import logging
-import shutil
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,10 +49,20 @@ def _prepare(source: Path, folder: Path) -> bool:
     for name in DATABASE_FILES:
         target = folder / name
         if not target.is_file() or target.stat().st_size != (source / name).stat().st_size:
-            shutil.copyfile(source / name, target)
+            _replace(target, (source / name).read_bytes())
     lines = [f"{i:02d}\t{name}\t{_SYNTACTIC_CATEGORY[name.split('.')[0]]}" for i, name in enumerate(LEXNAMES)]
-    (folder / "lexnames").write_text("\n".join(lines) + "\n")
+    lexnames = ("\n".join(lines) + "\n").encode()
+    if not (folder / "lexnames").is_file() or (folder / "lexnames").read_bytes() != lexnames:
+        _replace(folder / "lexnames", lexnames)
     return True
+
+
+def _replace(target: Path, data: bytes) -> None:
+    # Pool children start together: each writes its own temporary file and renames it into place, so
+    # none ever reads a file another is still writing (a reader keeps the inode it opened).
+    temporary = target.with_name(f".{target.name}.{os.getpid()}")
+    temporary.write_bytes(data)
+    os.replace(temporary, target)
 
 
 def load_wordnet(source: Path, folder: Path) -> Any | None:
