@@ -82,6 +82,8 @@ def reap_stale_jobs(ctx: WorkerContext, app: Celery, unsent_after_s: float = 30.
         if job is None or job.status.terminal:
             store.mark_enqueued(job_id)
             continue
+        if reason == "lost" and job.status != JobStatus.QUEUED:  # a worker took it while the queue was read
+            continue
         # The marker lasts until a worker claims the job (runner) or REQUEUE_AGAIN_S, so a backed-up
         # queue gets one recovery message per job every 15 minutes, not one every lease period; a copy
         # lost with the queue itself is still replaced.
