@@ -259,6 +259,29 @@ def test_the_reaper_resends_a_queued_job_whose_message_was_lost(settings: Settin
     store.redis.flushdb()
 
 
+def test_a_job_taken_while_the_queue_was_read_gets_no_second_message(settings: Settings,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan reads the queue from its head while workers pop its tail: a job whose message left the
+    list after the scan began looks lost. Its status, read after the scan, says a worker has it."""
+    from types import SimpleNamespace
+
+    import worker.reaper as reaper
+
+    store = JobStore.from_url(settings.redis_url.rsplit("/", 1)[0] + "/13")
+    store.redis.flushdb()
+    sent: list[str] = []
+    app = SimpleNamespace(send_task=lambda name, args, queue, **_: sent.append(args[0]))
+    ctx = SimpleNamespace(store=store, settings=SimpleNamespace(job_lease_s=20, lost_message_after_s=0.5),
+                          registry=SimpleNamespace(is_empty=lambda: False))
+    job, _ = store.create(JobType.GENERATE_IMAGES, {"n": 1}, owner="lost")
+    store.mark_enqueued(job.id)
+    claim(store, job.id)  # a worker took it after the scan had passed its message
+    monkeypatch.setattr(reaper, "queued_without_a_message", lambda _store, _age: [job.id])
+    reaper.reap_stale_jobs(ctx, app)  # type: ignore[arg-type]
+    assert sent == []
+    store.redis.flushdb()
+
+
 def test_records_expire_and_the_indexes_forget_them(settings: Settings) -> None:
     """Finding 12: a record has a TTL from creation (a job whose message is lost does not stay for
     ever); expired jobs leave the all-jobs index (reaper) and stop counting against max_queued."""
