@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 
+import worker.reaper
 from shared.celery_message import queue_key, task_message
 from shared.errors import Conflict, RateLimited
 from shared.jobs import JobStore
+from shared.queue import task_send
 from shared.schemas import JobStatus, JobType
 from shared.settings import Settings
+from worker.reaper import LOST_CHECK_KEY, reap_stale_jobs
 
 
 def new(store: JobStore, owner: str = "store-tests", **kwargs: object):
@@ -184,55 +189,59 @@ def test_wait_until_terminal_returns_when_the_job_ends(store: JobStore) -> None:
     assert 0.4 < time.monotonic() - started < 2
 
 
-def test_the_reaper_sends_one_recovery_message_until_a_worker_claims_the_job(settings: Settings) -> None:
-    """Finding 13: a stale job in a backed-up queue is re-sent once, not every lease period; once a
-    worker has claimed it (and lost it again), the reaper may send a new copy. On a Redis database of
-    its own, so the reaper touches no other test's jobs or webhook events."""
-    from types import SimpleNamespace
+class ReaperRun:
+    """Reaper ticks against a Redis database of their own, so the reaper touches no other test's jobs or
+    webhook events; the Celery app records what it sends and pushes the message, as Celery does."""
 
-    from worker.reaper import reap_stale_jobs
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.sent: list[str] = []
+        self.settings = SimpleNamespace(job_lease_s=20.0, lost_message_after_s=0.5)
+        self.ctx = SimpleNamespace(store=store, settings=self.settings,
+                                   registry=SimpleNamespace(is_empty=lambda: False))
+        self.app = SimpleNamespace(send_task=self._send_task)
 
+    def _send_task(self, name: str, args: list, queue: str, **_: object) -> None:
+        self.sent.append(args[0])
+        self.store.redis.lpush(queue_key(queue), task_message(name, args, queue=queue))
+
+    def tick(self) -> None:
+        self.store.redis.delete(LOST_CHECK_KEY)  # every tick looks for lost messages, not once a period
+        reap_stale_jobs(self.ctx, self.app)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def reaper(settings: Settings) -> Iterator[ReaperRun]:
     store = JobStore.from_url(settings.redis_url.rsplit("/", 1)[0] + "/13")
     store.redis.flushdb()
-    sent: list[str] = []
-    app = SimpleNamespace(send_task=lambda name, args, queue, **_: sent.append(args[0]))
-    ctx = SimpleNamespace(store=store, settings=SimpleNamespace(job_lease_s=0.2, lost_message_after_s=60),
-                          registry=SimpleNamespace(is_empty=lambda: False))
+    yield ReaperRun(store)
+    store.redis.flushdb()
+
+
+def test_the_reaper_sends_one_recovery_message_until_a_worker_claims_the_job(reaper: ReaperRun) -> None:
+    """Finding 13: a stale job in a backed-up queue is re-sent once, not every lease period; once a
+    worker has claimed it (and lost it again), the reaper may send a new copy."""
+    store = reaper.store
+    reaper.settings.job_lease_s = 0.2
     job = new(store, owner=f"reaper-{uuid.uuid4().hex[:6]}")
     store.mark_enqueued(job.id)
     assert claim(store, job.id, lease_s=0.2)[1].state == "claimed"
     time.sleep(0.5)  # the worker died: its lease ran out
     for _ in range(3):  # every reaper tick while the copy waits in a long queue
-        reap_stale_jobs(ctx, app)  # type: ignore[arg-type]
-    assert sent.count(job.id) == 1
+        reaper.tick()
+    assert reaper.sent.count(job.id) == 1
     assert claim(store, job.id, lease_s=0.2)[1].state == "claimed"  # a worker took the copy ...
     store.claimed_after_requeue(job.id)
     time.sleep(0.5)  # ... and died too
-    reap_stale_jobs(ctx, app)  # type: ignore[arg-type]
-    assert sent.count(job.id) == 2
-    store.redis.flushdb()
+    reaper.tick()
+    assert reaper.sent.count(job.id) == 2
 
 
-def test_the_reaper_resends_a_queued_job_whose_message_was_lost(settings: Settings) -> None:
+def test_the_reaper_resends_a_queued_job_whose_message_was_lost(reaper: ReaperRun, settings: Settings) -> None:
     """A message taken off the queue by a worker whose connection dropped before kombu recorded it as
     unacked is gone: its job would stay queued for ever. Jobs queued longer than the setting whose
     message is in no queue get one new message; jobs whose message waits, or that are young, do not."""
-    from types import SimpleNamespace
-
-    from shared.queue import task_send
-    from worker.reaper import LOST_CHECK_KEY, reap_stale_jobs
-
-    store = JobStore.from_url(settings.redis_url.rsplit("/", 1)[0] + "/13")
-    store.redis.flushdb()
-    sent: list[str] = []
-
-    def send_task(name: str, args: list, queue: str, **_: object) -> None:
-        sent.append(args[0])
-        store.redis.lpush(queue_key(queue), task_message(name, args, queue=queue))
-
-    app = SimpleNamespace(send_task=send_task)
-    ctx = SimpleNamespace(store=store, settings=SimpleNamespace(job_lease_s=20, lost_message_after_s=0.5),
-                          registry=SimpleNamespace(is_empty=lambda: False))
+    store = reaper.store
     send = task_send(settings, JobType.GENERATE_IMAGES)
     waiting, _ = store.create(JobType.GENERATE_IMAGES, {"n": 1}, owner="lost", send=send)
     lost, _ = store.create(JobType.GENERATE_IMAGES, {"n": 2}, owner="lost", send=send)
@@ -242,44 +251,31 @@ def test_the_reaper_resends_a_queued_job_whose_message_was_lost(settings: Settin
     queue = queue_key(send.queue)
     store.redis.lrem(queue, 1, store.redis.lrange(queue, 1, 1)[0])  # the second message (lost's) vanishes
     store.redis.lrem(queue, 1, store.redis.lrange(queue, 0, 0)[0])  # done's was consumed
-    reap_stale_jobs(ctx, app)  # type: ignore[arg-type]
-    assert sent == []  # too young to call lost
+    reaper.tick()
+    assert reaper.sent == []  # too young to call lost
     time.sleep(0.6)
-    store.redis.delete(LOST_CHECK_KEY)
     young, _ = store.create(JobType.GENERATE_IMAGES, {"n": 4}, owner="lost")  # unsent and young: not this path
-    reap_stale_jobs(ctx, app)  # type: ignore[arg-type]
-    assert sent == [lost.id]
+    reaper.tick()
+    assert reaper.sent == [lost.id]
     assert set(store.queued_older_than(0)) == {waiting.id, lost.id, young.id}  # done left the set
     for _ in range(2):  # the new message waits to be taken: no more copies
-        store.redis.delete(LOST_CHECK_KEY)
-        reap_stale_jobs(ctx, app)  # type: ignore[arg-type]
-    assert sent == [lost.id]
+        reaper.tick()
+    assert reaper.sent == [lost.id]
     claim(store, lost.id)
     assert lost.id not in store.queued_older_than(0)
-    store.redis.flushdb()
 
 
-def test_a_job_taken_while_the_queue_was_read_gets_no_second_message(settings: Settings,
+def test_a_job_taken_while_the_queue_was_read_gets_no_second_message(reaper: ReaperRun,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The scan reads the queue from its head while workers pop its tail: a job whose message left the
     list after the scan began looks lost. Its status, read after the scan, says a worker has it."""
-    from types import SimpleNamespace
-
-    import worker.reaper as reaper
-
-    store = JobStore.from_url(settings.redis_url.rsplit("/", 1)[0] + "/13")
-    store.redis.flushdb()
-    sent: list[str] = []
-    app = SimpleNamespace(send_task=lambda name, args, queue, **_: sent.append(args[0]))
-    ctx = SimpleNamespace(store=store, settings=SimpleNamespace(job_lease_s=20, lost_message_after_s=0.5),
-                          registry=SimpleNamespace(is_empty=lambda: False))
+    store = reaper.store
     job, _ = store.create(JobType.GENERATE_IMAGES, {"n": 1}, owner="lost")
     store.mark_enqueued(job.id)
     claim(store, job.id)  # a worker took it after the scan had passed its message
-    monkeypatch.setattr(reaper, "queued_without_a_message", lambda _store, _age: [job.id])
-    reaper.reap_stale_jobs(ctx, app)  # type: ignore[arg-type]
-    assert sent == []
-    store.redis.flushdb()
+    monkeypatch.setattr(worker.reaper, "queued_without_a_message", lambda _store, _age: [job.id])
+    reaper.tick()
+    assert reaper.sent == []
 
 
 def test_records_expire_and_the_indexes_forget_them(settings: Settings) -> None:

@@ -168,8 +168,9 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again(outage: Outage, model
     client = outage.client
     job = client.submit("generate_images", {"conditions": {"class": "Bag"}, "n": 1, "seed": 5, "model": model})
     broker = redis.Redis.from_url(outage.settings.redis_url)
-    queue = queue_key(JOB_TASKS[JobType.GENERATE_IMAGES].queue)
-    mine = [raw for raw in broker.lrange(queue, 0, -1) if (read_task(raw) or ("", [None]))[1] == [job["id"]]]
+    spec = JOB_TASKS[JobType.GENERATE_IMAGES]
+    queue = queue_key(spec.queue)
+    mine = [raw for raw in broker.lrange(queue, 0, -1) if read_task(raw) == (spec.name, [job["id"]])]
     assert len(mine) == 1 and broker.lrem(queue, 1, mine[0]) == 1  # taken, then lost with a connection
     broker.delete(LOST_CHECK_KEY)  # a reaper of an earlier test may have checked a minute ago
     worker = outage.worker("lost-message", ATELIER_LOST_MESSAGE_AFTER_SECONDS="3")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bench.prompts import demo_vocabulary
+from shared.settings import Settings
 from tests.support import datasets_dir
 from worker.prompts import PromptInterpreter, Vocabulary, load_encoder, normalize, not_understood, singular
 from worker.wordnet import broader_words, load_wordnet
@@ -24,8 +25,7 @@ ROLES = {"type": "articleType", "colour": "baseColour"}
 @pytest.fixture(scope="module")
 def wordnet(tmp_path_factory: pytest.TempPathFactory) -> Any | None:
     """WordNet where it is installed (`make` installs Debian's wordnet-base when it can); CI requires it."""
-    found = load_wordnet(Path(os.environ.get("ATELIER_WORDNET_DIR", "/usr/share/wordnet")),
-                         tmp_path_factory.mktemp("wordnet"))
+    found = load_wordnet(Settings.from_env().wordnet_dir, tmp_path_factory.mktemp("wordnet"))
     if found is None and os.environ.get("ATELIER_REQUIRE_WORDNET") == "1":
         pytest.fail("WordNet is not installed (deploy/local/install_wordnet.sh)")
     return found
@@ -201,6 +201,7 @@ def test_wordnet_counts_only_artifacts_and_stops_before_broad_categories(interpr
     assert words.get("necklace") == 1 and "strangler" not in words  # the necklace, not the person
     assert list(broader_words(interpreter.wordnet, "banana")) == []  # food and plants are never products
     assert "clothing" not in dict(broader_words(interpreter.wordnet, "anorak"))  # parka, jacket, coat: then stop
+    vocab = interpreter.vocabulary(TYPES + ["Caps"], COLOURS)
     for prompt in ("baseball bat", "grey office chair", "black leather sofa"):  # artifacts, but no product
-        result = interpreter.interpret(prompt, interpreter.vocabulary(TYPES + ["Caps"], COLOURS))
+        result = interpreter.interpret(prompt, vocab)
         assert result.type is None or result.type.how != "wordnet", prompt

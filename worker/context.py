@@ -101,7 +101,7 @@ class WorkerContext:
         """The prompt interpreter, its sentence-transformer loaded once per worker process."""
         from worker.prompts import load_interpreter
 
-        return load_interpreter(self.settings.wordnet_dir, self.settings.var_dir)
+        return load_interpreter(self.settings)
 
     def vocabulary(self, ref: str, vocabulary: dict[str, list[str]], roles: dict[str, str]) -> Any:
         """The interpreter's tables and embeddings for one model version, computed once."""

@@ -20,12 +20,12 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from shared.errors import JobFailure
+from shared.settings import Settings
 from worker.prompt_lexicon import (
     COLOUR_ALIASES,
     COLOUR_WORDS,
@@ -38,6 +38,7 @@ from worker.prompt_lexicon import (
     TYPE_ALIASES,
     TYPE_WORDS,
 )
+from worker.wordnet import broader_words, load_wordnet
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +75,12 @@ def load_encoder() -> Encoder:
     return SentenceTransformer(str(get_model_path()), device="cpu")
 
 
-def load_interpreter(wordnet_dir: Path | None = Path("/usr/share/wordnet"), var_dir: Path = Path("var")
-                     ) -> PromptInterpreter:
-    """The interpreter as workers run it: the sentence encoder, and WordNet where it is installed."""
-    from worker.wordnet import load_wordnet
-
-    wordnet = load_wordnet(wordnet_dir, var_dir / "wordnet") if wordnet_dir is not None else None
-    return PromptInterpreter(load_encoder(), wordnet)
+def load_interpreter(settings: Settings | None = None, *, wordnet: bool = True) -> PromptInterpreter:
+    """The interpreter as workers run it: the sentence encoder, and WordNet where `ATELIER_WORDNET_DIR`
+    holds it (`wordnet=False`: similarity alone, as before WordNet was added)."""
+    settings = settings or Settings.from_env()
+    lexicon = load_wordnet(settings.wordnet_dir, settings.var_dir / "wordnet") if wordnet else None
+    return PromptInterpreter(load_encoder(), lexicon)
 
 
 def normalize(text: str) -> list[str]:
@@ -281,8 +281,6 @@ class PromptInterpreter:
         read through WordNet: the first word of its artifact senses or their hypernyms that a table knows."""
         if self.wordnet is None:
             return None
-        from worker.wordnet import broader_words
-
         for start in range(max(0, head - MAX_PHRASE + 1), head + 1):
             if any(used[i] or i in blocked for i in range(start, head + 1)) or words[start] in STOPWORDS:
                 continue

@@ -20,7 +20,7 @@ import logging
 from celery import Celery
 
 from shared.celery_message import queue_key, read_task
-from shared.jobs import JobStore
+from shared.jobs import PREFIX, JobStore
 from shared.queue import JOB_TASKS
 from shared.schemas import JobStatus, JobType
 from shared.webhooks import dispatch_outbox
@@ -31,7 +31,7 @@ REQUEUE_AGAIN_S = 900
 # A queue longer than this is not scanned for lost messages: its oldest jobs are waiting, not lost, and
 # reading it all each check would cost more than the check saves (the scan resumes once it drains).
 LOST_CHECK_MAX_MESSAGES = 20_000
-LOST_CHECK_KEY = "atelier:reaper:lost-message-check"
+LOST_CHECK_KEY = f"{PREFIX}reaper:lost-message-check"  # at most one scan a period, however many beats
 
 
 def queued_without_a_message(store: JobStore, age_s: float) -> list[str]:
@@ -45,11 +45,13 @@ def queued_without_a_message(store: JobStore, age_s: float) -> list[str]:
     for job_id in candidates:
         pipe.hmget(store.key(job_id), "type", "status")
     wanted: dict[str, set[str]] = {}
+    gone: list[str] = []
     for job_id, (job_type, status) in zip(candidates, pipe.execute(), strict=True):
         if status != JobStatus.QUEUED.value:  # expired, or the scripts missed it (an older record)
-            store.forget_queued(job_id)
-            continue
-        wanted.setdefault(JOB_TASKS[JobType(job_type)].queue, set()).add(job_id)
+            gone.append(job_id)
+        else:
+            wanted.setdefault(JOB_TASKS[JobType(job_type)].queue, set()).add(job_id)
+    store.forget_queued(*gone)
     missing: list[str] = []
     for queue, ids in wanted.items():
         key = queue_key(queue)
