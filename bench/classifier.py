@@ -30,6 +30,7 @@ from worker.training.classifier_trainer import (
     train_classifier,
 )
 from worker.training.common import TrainParams
+from worker.training.precision import autocast_dtype
 
 RARE = 50  # training images: a type below this is "rare"
 
@@ -63,11 +64,12 @@ def main() -> None:
     print(f"catalog: {len(dataset.train)} train / {len(dataset.test)} held-out images, "
           f"{len(dataset.vocabulary['articleType'])} types, {len(dataset.vocabulary['baseColour'])} colours "
           f"(import {time.perf_counter() - started:.0f} s)")
-    preset = classifier.PRESETS[args.preset]
+    fp32 = autocast_dtype(torch.device("cpu")) is None  # as the train job chooses (its fp32 variant)
+    preset = classifier.preset_for(args.preset, fp32=fp32)
     overrides = {k: json.loads(v) for k, v in (m.split("=", 1) for m in args.model)}
     if args.no_colour_stats:
         overrides["colour_heads"] = ()
-    config = classifier.config_for(dataset, args.preset, **overrides)
+    config = classifier.config_for(dataset, args.preset, fp32=fp32, **overrides)
     train = preset["train"]
     params = TrainParams(epochs=args.epochs or train["epochs"], batch_size=train["batch_size"],
                          learning_rate=train["learning_rate"], seed=args.seed,

@@ -192,3 +192,14 @@ def test_flip_average_makes_inference_mirror_invariant() -> None:
     mirrored, mirrored_features = model.infer(x.flip(-1))
     assert torch.allclose(features, mirrored_features, atol=1e-5)
     assert all(torch.allclose(logits[k], mirrored[k], atol=1e-5) for k in logits)
+
+
+def test_the_cpu_preset_reads_32_px_where_training_runs_in_fp32() -> None:
+    # Without native bf16 an epoch at 40 px costs twice as much: the fp32 variant keeps the 16 epochs
+    # within the job's 30 minutes by reading 32 px, with a shorter training budget for the rest of the job.
+    mixed, plain = classifier.preset_for("cpu"), classifier.preset_for("cpu", fp32=True)
+    assert (mixed["model"]["input_size"], mixed["train"]["max_minutes"]) == (40, 25)
+    assert (plain["model"]["input_size"], plain["train"]["max_minutes"]) == (32, 22)
+    assert plain["model"]["width"] == mixed["model"]["width"] and plain["train"]["epochs"] == mixed["train"]["epochs"]
+    assert classifier.preset_for("tiny", fp32=True) == classifier.PRESETS["tiny"]
+    assert "fp32" not in classifier.PRESETS["gpu"]

@@ -26,14 +26,16 @@ from worker.training.classifier_trainer import (
     per_class_recall,
     train_classifier,
 )
+from worker.training.precision import autocast_dtype
 
 
 def train_domain_classifier(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop,
                             dataset: ImageDataset, type_condition: str) -> dict:
     inp = TrainInput(**job.input)
     ref = claim_model_version(ctx, job, "classifier")
-    preset = classifier.PRESETS[inp.preset.value]
-    config = classifier.config_for(dataset, inp.preset.value)
+    fp32 = autocast_dtype(ctx.device, ctx.settings.mixed_precision) is None
+    preset = classifier.preset_for(inp.preset.value, fp32=fp32)
+    config = classifier.config_for(dataset, inp.preset.value, fp32=fp32)
     params = train_params(inp, preset["train"], ctx.settings.mixed_precision)
     recipe = Recipe(**preset.get("recipe", {}))
     result = train_classifier(config, params, dataset.train, dataset.test, device=ctx.device,

@@ -59,21 +59,34 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"model": {"width": 24, "blocks": 2, "stages": 4, "input_size": 40, "flip_average": True},
             "crop_letterbox": True,
             "train": {"epochs": 16, "batch_size": 128, "learning_rate": 3e-3, "max_minutes": 25},
-            "recipe": {"balance_power": 0.0}},
+            "recipe": {"balance_power": 0.0},
+            # Where training runs in fp32 (a CPU without native bf16), an epoch at 40 px costs about
+            # twice as long: at 32 px the 16 epochs fit again, and with a shorter training budget the
+            # whole job (loading, evaluation, the feature index) stays within 30 minutes (measured,
+            # docs/BENCHMARKS.md).
+            "fp32": {"model": {"input_size": 32}, "train": {"max_minutes": 22}}},
     "gpu": {"model": {"width": 32, "blocks": 2, "stages": 4, "input_size": 64, "flip_average": True},
             "crop_letterbox": True,
             "train": {"epochs": 30, "batch_size": 256, "learning_rate": 3e-3}},
 }
 
 
-def config_for(dataset: Any, preset: str, **overrides: Any) -> ClassifierConfig:
+def preset_for(preset: str, *, fp32: bool = False) -> dict[str, Any]:
+    """A preset's model, train and recipe settings, with its `fp32` variant merged in when training
+    will run without mixed precision (`precision.autocast_dtype` is None)."""
+    chosen = PRESETS[preset]
+    variant = chosen.get("fp32", {}) if fp32 else {}
+    return {**chosen, **{part: {**chosen.get(part, {}), **variant[part]} for part in variant}}
+
+
+def config_for(dataset: Any, preset: str, *, fp32: bool = False, **overrides: Any) -> ClassifierConfig:
     """The config a preset gives on a dataset: a head per condition, colour statistics for the
     colour head of an RGB dataset that names one, and the letterbox margins cropped."""
     colour = (dataset.roles or {}).get("colour")
     base = ClassifierConfig(image_size=dataset.image_size, channels=dataset.channels,
                             conditions={k: len(v) for k, v in dataset.vocabulary.items()},
                             colour_heads=(colour,) if colour and dataset.channels == 3 else ())
-    chosen = PRESETS[preset]
+    chosen = preset_for(preset, fp32=fp32)
     measured = {"crop_width": letterbox_width(dataset.train.images)} if chosen.get("crop_letterbox") else {}
     return replace(base, **{**chosen["model"], **measured, **overrides})
 
