@@ -50,7 +50,6 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float)
     parser.add_argument("--balance-power", type=float)
     parser.add_argument("--label-smoothing", type=float)
-    parser.add_argument("--colour-weight", type=float, help="Recipe.colour_weight")
     parser.add_argument("--no-colour-stats", action="store_true")
     parser.add_argument("--model", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a model config field (JSON value), e.g. --model width=24")
@@ -77,8 +76,7 @@ def main() -> None:
                          max_minutes=args.max_minutes or train.get("max_minutes"))
     recipe = Recipe(**preset.get("recipe", {}))
     recipe = replace(recipe, **{k: v for k, v in (("balance_power", args.balance_power),
-                                                  ("label_smoothing", args.label_smoothing),
-                                                  ("colour_weight", args.colour_weight)) if v is not None})
+                                                  ("label_smoothing", args.label_smoothing)) if v is not None})
     print(f"config {asdict(config)}\nparams {asdict(params)}\nrecipe {asdict(recipe)}", flush=True)
 
     started = time.perf_counter()

@@ -195,8 +195,8 @@ def test_flip_average_makes_inference_mirror_invariant() -> None:
 
 
 def test_the_cpu_preset_reads_32_px_where_training_runs_in_fp32() -> None:
-    # Without native bf16 an epoch at 40 px costs twice as much: the fp32 variant keeps the 16 epochs
-    # within the job's 30 minutes by reading 32 px, with a shorter training budget for the rest of the job.
+    # Without native bf16 an epoch at 40 px costs twice as much: the fp32 variant reads 32 px, with a
+    # shorter training budget so the rest of the job still fits its 30 minutes.
     mixed, plain = classifier.preset_for("cpu"), classifier.preset_for("cpu", fp32=True)
     assert (mixed["model"]["input_size"], mixed["train"]["max_minutes"]) == (40, 25)
     assert (plain["model"]["input_size"], plain["train"]["max_minutes"]) == (32, 22)

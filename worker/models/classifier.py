@@ -61,9 +61,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "train": {"epochs": 16, "batch_size": 128, "learning_rate": 3e-3, "max_minutes": 25},
             "recipe": {"balance_power": 0.0},
             # Where training runs in fp32 (a CPU without native bf16), an epoch at 40 px costs about
-            # twice as long: at 32 px the 16 epochs fit again, and with a shorter training budget the
-            # whole job (loading, evaluation, the feature index) stays within 30 minutes (measured,
-            # docs/BENCHMARKS.md).
+            # twice as long: at 32 px it costs half, and the shorter training budget leaves the job's
+            # other steps (loading, evaluation, the feature index) room within 30 minutes. How many of
+            # the 16 epochs fit depends on the cores: 14 on AVX-512F, 9 on AVX2 (docs/BENCHMARKS.md).
             "fp32": {"model": {"input_size": 32}, "train": {"max_minutes": 22}}},
     "gpu": {"model": {"width": 32, "blocks": 2, "stages": 4, "input_size": 64, "flip_average": True},
             "crop_letterbox": True,

@@ -54,9 +54,6 @@ class Recipe:
     # product type equally often, 0.5 rare types far more often than their share without starving
     # the common ones (the held-out accuracy is measured on the catalog's own mix).
     balance_power: float = 0.5
-    # The colour heads' share of the loss against the type head's: the heads share every feature, and
-    # colour (46 near-neighbour names on the catalog) gets a larger say in them above 1.
-    colour_weight: float = 1.0
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -230,9 +227,7 @@ def train_classifier(config: ClassifierConfig, params: TrainParams, train: Image
             with autocast(device, dtype):
                 logits = model(x, resized=True)
             loss = sum(F.cross_entropy(out.float(), cond[name], weight=weights.get(name),
-                                       label_smoothing=recipe.label_smoothing)
-                       * (recipe.colour_weight if name in config.colour_heads else 1.0)
-                       for name, out in logits.items())
+                                       label_smoothing=recipe.label_smoothing) for name, out in logits.items())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
