@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float)
     parser.add_argument("--balance-power", type=float)
     parser.add_argument("--label-smoothing", type=float)
+    parser.add_argument("--threads", type=int, help="torch threads (default: every core)")
     parser.add_argument("--no-colour-stats", action="store_true")
     parser.add_argument("--model", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a model config field (JSON value), e.g. --model width=24")
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--save", type=Path, help="also save the calibrated classifier's checkpoint here")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
 
     started = time.perf_counter()
     dataset = load_catalog(args.datasets)

@@ -203,3 +203,11 @@ def test_the_cpu_preset_reads_32_px_where_training_runs_in_fp32() -> None:
     assert plain["model"]["width"] == mixed["model"]["width"] and plain["train"]["epochs"] == mixed["train"]["epochs"]
     assert classifier.preset_for("tiny", fp32=True) == classifier.PRESETS["tiny"]
     assert "fp32" not in classifier.PRESETS["gpu"]
+
+
+def test_the_tensor_names_stored_checkpoints_use_are_kept() -> None:
+    # Versions already in the registry were written with these names; a rename makes them unloadable.
+    names = set(classifier.Classifier(replace(CONFIG, stages=2, blocks=2)).state_dict())
+    assert {"stem.0.weight", "stem.1.running_var", "stages.0.conv1.weight", "stages.3.bn2.running_mean",
+            "stages.2.shortcut.0.weight", "heads.colour.weight"} <= names
+    assert not any(name.startswith(("stages.4", "colour_trunk")) for name in names)
