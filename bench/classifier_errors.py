@@ -4,6 +4,11 @@ confusions and per-class recall for one head. An ensemble that gains little over
 the same mistakes they do, which points at the labels rather than the network.
 
     python -m bench.classifier_errors run1.pt [run2.pt ...] [--head baseColour] [--pairs 25]
+                                      [--group "Navy Blue,Blue" --group "Grey,Charcoal" ...]
+
+`--group` reads the listed names of the head as one (their probabilities summed, a label read as any
+member of its group counted right): what merging names the catalog uses interchangeably would give,
+before anyone re-labels anything.
 
 Checkpoints come from `python -m bench.classifier --save run.pt` (or a version's model.pt).
 """
@@ -15,6 +20,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench.classifier import load_catalog
@@ -28,6 +34,8 @@ def main() -> None:
     parser.add_argument("--datasets", type=Path, default=Path(os.environ.get("ATELIER_DATASETS", "../shared/datasets")))
     parser.add_argument("--head", default="baseColour", help="the head whose confusions are listed")
     parser.add_argument("--pairs", type=int, default=25, help="confusions listed")
+    parser.add_argument("--group", action="append", default=[], metavar="A,B,...",
+                        help="names of --head read as one (repeatable)")
     args = parser.parse_args()
 
     dataset = load_catalog(args.datasets)
@@ -50,9 +58,25 @@ def main() -> None:
     for (label, read), count in wrong.most_common(args.pairs):
         print(f"| {label} | {read} | {count} |")
     counts = Counter(truth.tolist())
+    if args.group:
+        grouped = grouped_accuracy(averaged[args.head], truth, names, args.group)
+        print(f"\n{args.head} with names grouped: {grouped:.2%} (the checkpoints given; ungrouped "
+              f"{float((predicted == truth).mean()):.2%}): " + "; ".join(args.group))
     recall = ", ".join(f"{names[i]} {float((predicted[truth == i] == i).mean()):.0%} ({n})"
                        for i, n in counts.most_common(20))
     print(f"\nrecall of the 20 commonest (held-out images): {recall}")
+
+
+def grouped_accuracy(log_probs: torch.Tensor, truth: np.ndarray, names: list[str], groups: list[str]) -> float:
+    """Top-1 when each group of names is one class: probabilities (the normalised mean log-probability)
+    summed within a group."""
+    label = list(range(len(names)))
+    for group in groups:
+        members = [names.index(name.strip()) for name in group.split(",")]  # ValueError names a typo
+        for i in members:
+            label[i] = members[0]
+    merged = torch.zeros(log_probs.shape[0], len(names)).index_add_(1, torch.tensor(label), log_probs.softmax(-1))
+    return float((merged.argmax(-1).numpy() == np.array(label)[truth]).mean())
 
 
 if __name__ == "__main__":
