@@ -25,7 +25,7 @@ import torch
 
 from bench.classifier import load_catalog
 from worker.models import classifier
-from worker.training.classifier_trainer import held_out_logits
+from worker.training.classifier_trainer import held_out_logits, per_class_recall
 
 
 def main() -> None:
@@ -57,14 +57,14 @@ def main() -> None:
     print("\n| labelled | read as | images |\n|---|---|---|")
     for (label, read), count in wrong.most_common(args.pairs):
         print(f"| {label} | {read} | {count} |")
-    counts = Counter(truth.tolist())
     if args.group:
         grouped = grouped_accuracy(averaged[args.head], truth, names, args.group)
         print(f"\n{args.head} with names grouped: {grouped:.2%} (the checkpoints given; ungrouped "
               f"{float((predicted == truth).mean()):.2%}): " + "; ".join(args.group))
-    recall = ", ".join(f"{names[i]} {float((predicted[truth == i] == i).mean()):.0%} ({n})"
-                       for i, n in counts.most_common(20))
-    print(f"\nrecall of the 20 commonest (held-out images): {recall}")
+    recall = per_class_recall(averaged[args.head], truth, names)
+    commonest = Counter(truth.tolist()).most_common(20)
+    print("\nrecall of the 20 commonest (held-out images): "
+          + ", ".join(f"{names[i]} {recall[names[i]]:.0%} ({n})" for i, n in commonest))
 
 
 def grouped_accuracy(log_probs: torch.Tensor, truth: np.ndarray, names: list[str], groups: list[str]) -> float:
