@@ -96,6 +96,14 @@ class Settings(BaseSettings):
         256, ge=0, le=4096, validation_alias=_env("ATELIER_BATCH_MAX_IMAGES"),
         description="images one forward pass may serve across queued generate_images jobs for the same model "
                     "version; 0: no batching across jobs")
+    batch_max_descriptions: int = Field(
+        64, ge=0, le=1024, validation_alias=_env("ATELIER_BATCH_MAX_DESCRIPTIONS"),
+        description="descriptions one generation pass may write across queued describe jobs for the same "
+                    "language model version; 0: no batching across jobs")
+    batch_max_queries: int = Field(
+        64, ge=0, le=1024, validation_alias=_env("ATELIER_BATCH_MAX_QUERIES"),
+        description="query photos one classifier pass may read across queued similar jobs for the same "
+                    "classifier version; 0: no batching across jobs")
     batch_window_ms: float = Field(
         0.0, ge=0, le=1000, validation_alias=_env("ATELIER_BATCH_WINDOW_MS"),
         description="how long a worker about to sample waits for more jobs to batch with (the queue is "

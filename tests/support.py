@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +186,16 @@ class Client:
         response = requests.get(url, timeout=30)
         assert response.status_code == 200, response.text
         return response.content
+
+    @contextmanager
+    def worker_busy(self) -> Iterator[None]:
+        """Hold the only worker slot with a long training run, so that jobs submitted meanwhile wait in
+        the queue together; leaving the block cancels the run and the queued jobs start."""
+        long = self.submit("train", {"family": "cvae", "dataset": "fashion-mnist", "preset": "tiny", "epochs": 300,
+                                     "max_train_examples": 60000, "promote": "never"})
+        self.wait_for(long["id"], lambda j: j["status"] == "running", timeout=120)
+        yield
+        assert self.http.post(f"{self.base}/v1/jobs/{long['id']}/cancel", timeout=10).status_code == 202
 
 
 class MemoryCheckpoint:

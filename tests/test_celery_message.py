@@ -91,19 +91,22 @@ def test_a_real_worker_runs_a_job_submitted_this_way(client: Client, worker: Wor
 
 
 def test_the_batcher_reads_job_ids_off_the_queue_oldest_first(probe_db: tuple[Settings, redis.Redis]) -> None:
-    """worker/batching.py peeks at the interactive queue: generate jobs' ids, oldest first; other
+    """worker/batching.py peeks at the interactive queue: one job type's ids, oldest first; other
     tasks and messages it did not write are left alone."""
     from types import SimpleNamespace
 
-    from worker.batching import queued_generate_ids
+    from worker.batching import queued_ids
 
     settings, client = probe_db
     store = JobStore.from_url(settings.redis_url)
     generate, describe = JOB_TASKS[JobType.GENERATE_IMAGES], JOB_TASKS[JobType.DESCRIBE]
     first, _ = store.create(JobType.GENERATE_IMAGES, {"n": 1}, owner="probe",
                             send=TaskSend(generate.name, generate.queue))
-    store.create(JobType.DESCRIBE, {"n": 1}, owner="probe", send=TaskSend(describe.name, describe.queue))
+    described, _ = store.create(JobType.DESCRIBE, {"n": 1}, owner="probe",
+                                send=TaskSend(describe.name, describe.queue))
     client.lpush(queue_key(generate.queue), "not json", json.dumps({"headers": {"task": generate.name}, "body": "!"}))
     second, _ = store.create(JobType.GENERATE_IMAGES, {"n": 2}, owner="probe",
                              send=TaskSend(generate.name, generate.queue))
-    assert queued_generate_ids(SimpleNamespace(store=store)) == [first.id, second.id]  # type: ignore[arg-type]
+    ctx = SimpleNamespace(store=store)
+    assert queued_ids(ctx, JobType.GENERATE_IMAGES) == [first.id, second.id]  # type: ignore[arg-type]
+    assert queued_ids(ctx, JobType.DESCRIBE) == [described.id]  # type: ignore[arg-type]

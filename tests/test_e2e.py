@@ -152,14 +152,12 @@ def test_queued_generate_jobs_for_one_model_share_a_forward_pass(client: Client,
     """Batching across jobs: while the only worker slot is busy, three generate jobs for one model
     queue up; the first to run samples for all three in one forward pass, each gets the images it
     gets alone, byte for byte, and a dry run (which samples nothing) is left to run by itself."""
-    long = client.submit("train", {"family": "cvae", "dataset": "fashion-mnist", "preset": "tiny", "epochs": 300,
-                                   "max_train_examples": 60000, "promote": "never"})
-    client.wait_for(long["id"], lambda j: j["status"] == "running", timeout=120)
     wanted = [{"conditions": {"class": "Dress"}, "n": 3, "seed": 5},
               {"conditions": {"class": "Bag"}, "n": 2, "seed": 9}, {"prompt": "sandal", "n": 4, "seed": 1}]
-    jobs = [client.submit("generate_images", {**r, "model": trained_model}) for r in wanted]
-    dry = client.submit("generate_images", {"conditions": {"class": "Bag"}, "dry_run": True, "model": trained_model})
-    assert client.http.post(f"{client.base}/v1/jobs/{long['id']}/cancel", timeout=10).status_code == 202
+    with client.worker_busy():
+        jobs = [client.submit("generate_images", {**r, "model": trained_model}) for r in wanted]
+        dry = client.submit("generate_images", {"conditions": {"class": "Bag"}, "dry_run": True,
+                                                "model": trained_model})
     done = [client.wait(job["id"]) for job in jobs]
     assert all(d["status"] == "succeeded" and d["attempts"] == 1 for d in done), done
     batch = {"leader": jobs[0]["id"], "jobs": 3, "images": 9}

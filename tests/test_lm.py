@@ -72,6 +72,19 @@ def test_training_lowers_held_out_perplexity_and_generation_is_seeded(tokenizer:
     greedy = lm.generate(result.model, "Brand Women Navy Solid Dress", [1, 2], lm.SamplingParams(temperature=0))
     assert greedy[0] == greedy[1] and greedy[0]  # temperature 0: greedy, the seed does not matter
 
+    # Jobs batched together (worker/batching.py): each request gets the texts it gets alone.
+    first = lm.TextRequest("Brand Women Navy Solid Dress", [1, 2, 3, 4])
+    length = lm.prompt_length(result.model, first)
+    others = ["Brand Men Blue Shirt", "Brand Women Black Solid Top", "Brand Women Red Dress", "Brand Men Grey Tshirt"]
+    same = [r for r in (lm.TextRequest(c, [7, 1]) for c in others) if lm.prompt_length(result.model, r) == length]
+    longer = lm.TextRequest("Brand Women Navy Blue Printed Maxi Dress With Pockets", [1])
+    assert same and lm.prompt_length(result.model, longer) != length
+    together = lm.generate_many(result.model, [first, *same], short)
+    assert together[0] == texts and together[1:] == [lm.generate(result.model, r.context, r.seeds, short)
+                                                     for r in same]
+    with pytest.raises(ValueError, match="as many tokens"):
+        lm.generate_many(result.model, [first, longer], short)
+
 
 def test_logit_filters() -> None:
     logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, -1.0]])

@@ -101,6 +101,26 @@ def test_describe_a_prompt(client: Client, trained_lm: dict) -> None:
     assert single["output"]["descriptions"][0]["text"] == next(d["text"] for d in ranked if d["seed"] == 13)
 
 
+def test_queued_describe_jobs_share_a_pass(client: Client, trained_lm: dict) -> None:
+    """Batching across jobs: describe jobs queued behind a busy worker, for one model with the same
+    sampling settings and prompts as long in tokens, are written in one pass, each job's copy the copy
+    it gets alone; other settings, or a prompt of another length, are written alone."""
+    same = {"prompt": "black short sleeve jumpsuit for women", "max_tokens": 24}
+    wanted = [{**same, "n": 2, "seed": 3}, {**same, "n": 3, "seed": 40}, {**same, "n": 1, "seed": 3, "temperature": 0.5},
+              {"prompt": "navy blue printed kurta with three-quarter sleeves and a mandarin collar", "n": 2,
+               "seed": 3, "max_tokens": 24}]
+    with client.worker_busy():
+        jobs = [client.submit("describe", r) for r in wanted]
+    done = [client.wait(job["id"]) for job in jobs]
+    assert all(d["status"] == "succeeded" and d["attempts"] == 1 for d in done), done
+    batch = {"leader": jobs[0]["id"], "jobs": 2, "descriptions": 5}
+    assert [d["output"].get("batch") for d in done] == [batch, batch, None, None]
+    for request, batched in zip(wanted, done, strict=True):
+        alone = client.wait(client.submit("describe", request)["id"], timeout=120)["output"]
+        assert "batch" not in alone
+        assert alone["descriptions"] == batched["output"]["descriptions"]
+
+
 def test_describe_attributes_and_bad_input(client: Client, trained_lm: dict) -> None:
     done = client.wait(client.submit("describe", {"attributes": {
         "type": "kurta", "colour": "navy", "details": ["three-quarter sleeves"], "gender": "Women"},

@@ -69,6 +69,31 @@ def test_a_catalog_photo_finds_itself_first(client: Client, catalog_classifier: 
     assert done["output"]["query"]["photo"]["url"]
 
 
+def test_queued_searches_share_a_forward_pass(client: Client, catalog_classifier: dict, slice_items: list[dict],
+                                             catalog_available: Path) -> None:
+    """Batching across jobs: searches queued behind a busy worker are read in one classifier pass,
+    each answer exactly the one it gets alone; a search that fails reading its query fails alone."""
+    ref = catalog_classifier["model"]
+    items = [i["id"] for i in slice_items[:2]]
+    wanted = [{"item": items[0], "k": 3}, {"image": photo_b64(catalog_available, items[1]), "k": 5},
+              {"item": items[1], "k": 2}]
+    with client.worker_busy():
+        jobs = [client.submit("similar", {**r, "classifier": ref}) for r in wanted]
+        missing = client.submit("similar", {"item": "999999999", "classifier": ref})
+    done = [client.wait(job["id"]) for job in jobs]
+    assert all(d["status"] == "succeeded" and d["attempts"] == 1 for d in done), done
+    batch = {"leader": jobs[0]["id"], "jobs": 3}
+    assert [d["output"].get("batch") for d in done] == [batch, batch, batch]
+    assert client.wait(missing["id"])["error"]["code"] == "item_not_found"
+
+    def answer(output: dict) -> tuple:
+        return output["predicted"], [(n["id"], n["similarity"]) for n in output["neighbours"]]
+
+    for request, batched in zip(wanted, done, strict=True):
+        alone = search(client, {**request, "classifier": ref})  # the worker is idle now: nobody to batch with
+        assert "batch" not in alone["output"] and answer(alone["output"]) == answer(batched["output"])
+
+
 @pytest.mark.parametrize(("job_input", "field"), [
     ({"image": "not base64 at all!"}, "input.image"),
     ({"image": base64.b64encode(b"GIF89a" + b"\0" * 64).decode()}, "input.image"),  # only JPEG and PNG

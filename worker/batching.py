@@ -1,5 +1,6 @@
-"""Batching across jobs: a worker that is about to sample for one `generate_images` job takes the
-other queued jobs for the same model version with it, and serves them all with one forward pass.
+"""Batching across jobs: a worker about to run a model for one `generate_images`, `describe` or
+`similar` job takes the other queued jobs of that type for the same model version with it, and
+serves them all with one forward pass.
 
 The queue's messages stay where they are. The job store's claim decides who runs a job, as it
 does for a redelivered message: a job taken into a batch is claimed here with its own token, its
@@ -25,7 +26,6 @@ from worker.runner import JobSession
 
 log = logging.getLogger(__name__)
 PEEK = 200  # messages looked at, oldest first
-GENERATE_TASK = JOB_TASKS[JobType.GENERATE_IMAGES].name
 
 
 @dataclass
@@ -34,26 +34,27 @@ class Companion:
     session: JobSession
 
 
-def queued_generate_ids(ctx: WorkerContext) -> list[str]:
-    """Job ids of the oldest `generate_images` messages waiting in the interactive queue (kombu
+def queued_ids(ctx: WorkerContext, job_type: JobType) -> list[str]:
+    """Job ids of the oldest messages of one job type waiting in the interactive queue (kombu
     pushes on the left and pops on the right, so the oldest are at the right end)."""
+    task_name = JOB_TASKS[job_type].name
     tasks = (read_task(raw) for raw in reversed(ctx.store.redis.lrange(queue_key(INTERACTIVE), -PEEK, -1)))
-    return list(dict.fromkeys(task[1][0] for task in tasks if task and task[0] == GENERATE_TASK and task[1]))
+    return list(dict.fromkeys(task[1][0] for task in tasks if task and task[0] == task_name and task[1]))
 
 
 @contextmanager
 def companions(ctx: WorkerContext, leader: Job, fits: Callable[[Job], int | None], room: int
                ) -> Iterator[list[Companion]]:
-    """Claim queued jobs that `fits` (it returns how many images a job needs, or None when it cannot
-    join), up to `room` images in all; within `ATELIER_BATCH_WINDOW_MS` of looking first, look again
-    for jobs that arrived meanwhile. Their heartbeats run until the block ends."""
+    """Claim queued jobs of the leader's type that `fits` (it returns how many rows a job adds to the
+    pass, or None when it cannot join), up to `room` rows in all; within `ATELIER_BATCH_WINDOW_MS` of
+    looking first, look again for jobs that arrived meanwhile. Their heartbeats run until the block ends."""
     settings, store = ctx.settings, ctx.store
     taken: list[Companion] = []
     seen = {leader.id}  # looked at once: a job that cannot join now will not within the window either
     with ExitStack() as stack:
         deadline = time.monotonic() + settings.batch_window_ms / 1000
         while room > 0:
-            for job_id in queued_generate_ids(ctx):
+            for job_id in queued_ids(ctx, leader.type):
                 if job_id in seen:
                     continue
                 seen.add(job_id)

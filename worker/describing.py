@@ -116,9 +116,18 @@ def write_copy(ctx: WorkerContext, ref: str, dataset: str, request: CopyRequest,
                params: lm.SamplingParams, opening: Opening = "attributes") -> list[dict[str, Any]]:
     """One scored description per seed, in seed order; "attributes" gives the copy its opening
     words from the request, "free" lets the model write all of it."""
-    model = ctx.load_model(ref)
-    given = request.opening() if opening == "attributes" else ""
-    texts = lm.generate(model, request.context, seeds, params, device=ctx.device, opening=given)
+    texts = lm.generate_many(ctx.load_model(ref), [text_request(request, seeds, opening)], params, ctx.device)[0]
+    return scored(ctx, dataset, request, seeds, texts)
+
+
+def text_request(request: CopyRequest, seeds: list[int], opening: Opening = "attributes") -> lm.TextRequest:
+    """What the language model is given for a request: its context and, with "attributes", its opening."""
+    return lm.TextRequest(request.context, seeds, request.opening() if opening == "attributes" else "")
+
+
+def scored(ctx: WorkerContext, dataset: str, request: CopyRequest, seeds: list[int], texts: list[str]
+           ) -> list[dict[str, Any]]:
+    """Each text with its seed, its adherence to the request, its similarity to it and the copy check."""
     sims = similarities(ctx.interpreter.encoder, request.query, texts)
     index = ctx.training_copy(dataset).index
     return [{"seed": seed, "text": text, "adherence": adherence(text, request.requested).public(),

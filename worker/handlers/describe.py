@@ -1,31 +1,126 @@
 """The `describe` job: product copy for a prompt or explicit attributes from a pinned language
 model version, n candidates in one batch (one seed each), scored and ranked best first, written to
-jobs/<id>/descriptions.json with the manifest."""
+jobs/<id>/descriptions.json with the manifest. Queued describe jobs for the same version whose
+prompts are as long in tokens are written in the same generation pass (worker/batching.py); each
+job's copy is the copy it gets alone."""
 
 from __future__ import annotations
 
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
 from shared.errors import JobCanceled
-from shared.schemas import DescribeInput, Job
+from shared.schemas import DescribeInput, Job, JobType
+from worker.batching import Companion, companions
 from worker.context import WorkerContext
-from worker.describing import ranked, request_for, sampling_params, write_copy
+from worker.describing import CopyRequest, ranked, request_for, sampling_params, scored, text_request
 from worker.handlers.common import Progress, ShouldStop, write_manifest
 from worker.handlers.conditioning import pinned_model
+from worker.models import lm
+from worker.runner import execute
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    """One job's request, read before generating."""
+
+    job: Job
+    inp: DescribeInput
+    ref: str
+    dataset: str
+    request: CopyRequest
+    seed: int
+    batch: dict[str, Any] | None = None  # set when its copy came from a pass shared with other jobs
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.inp.n)]
+
+    @property
+    def text(self) -> lm.TextRequest:
+        return text_request(self.request, self.seeds, self.inp.opening)
+
+
+def _plan(ctx: WorkerContext, job: Job, progress: Progress) -> Plan:
+    inp = DescribeInput(**job.input)
+    meta = pinned_model(ctx, job, inp.model)
+    progress(0.05, "reading the request")
+    request = request_for(ctx, meta.dataset, inp.prompt, inp.attributes)
+    return Plan(job, inp, meta.ref, meta.dataset, request, inp.seed if inp.seed is not None else 0)
 
 
 def describe(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop) -> dict:
-    inp = DescribeInput(**job.input)
-    meta = pinned_model(ctx, job, inp.model)
-    seed = inp.seed if inp.seed is not None else 0
-    seeds = [seed + i for i in range(inp.n)]
-    progress(0.05, "reading the request")
-    request = request_for(ctx, meta.dataset, inp.prompt, inp.attributes)
+    plan = _plan(ctx, job, progress)
     if should_stop():
         raise JobCanceled()
-    progress(0.1, f"writing {inp.n} descriptions with {meta.ref}")
-    candidates = ranked(write_copy(ctx, meta.ref, meta.dataset, request, seeds, sampling_params(inp), inp.opening))
+    model = ctx.load_model(plan.ref)
+    params = sampling_params(plan.inp)
+    room = ctx.settings.batch_max_descriptions - plan.inp.n
+    ready: dict[str, Plan] = {}  # plans worked out while deciding who joins, kept for the pass
+    fits = partial(_joins, ctx, leader=plan, length=lm.prompt_length(model, plan.text), model=model, ready=ready)
+    with companions(ctx, job, fits, room) if room > 0 else nullcontext([]) as others:
+        plans: list[tuple[Companion, Plan]] = [(other, ready[other.job.id]) for other in others]
+        progress(0.1, f"writing {plan.inp.n} descriptions with {plan.ref}"
+                 + (f" with {len(plans)} other jobs" if plans else ""))
+        written = _write_together(model, [plan] + [p for _, p in plans], params, ctx.device)
+        for (other, other_plan), texts in zip(plans, written[1:], strict=True):
+            execute(ctx, other.job, other.session,
+                    lambda c, _job, p, stop, op=other_plan, t=texts: _outputs(c, op, t, p, stop))
+    return _outputs(ctx, plan, written[0], progress, should_stop)
+
+
+def _joins(ctx: WorkerContext, other: Job, *, leader: Plan, length: int, model: lm.LanguageModel,
+           ready: dict[str, Plan]) -> int | None:
+    """How many rows a queued job would add to the leader's pass, or None when it cannot join:
+    another version, other sampling settings, or a prompt of another length in tokens (rows are
+    never padded, so that each row's text is the one it gets alone)."""
+    if other.type != JobType.DESCRIBE or other.model != leader.job.model:
+        return None
+    try:
+        theirs = _plan(ctx, other, lambda *_: None)
+    except Exception:  # it fails the same way when it runs alone, and says why there
+        return None
+    if sampling_params(theirs.inp) != sampling_params(leader.inp) or lm.prompt_length(model, theirs.text) != length:
+        return None
+    ready[other.id] = theirs
+    return theirs.inp.n
+
+
+def _write_together(model: lm.LanguageModel, plans: list[Plan], params: lm.SamplingParams, device: Any
+                    ) -> list[list[str] | None]:
+    """One pass for every plan, recorded in each plan's `batch`; a plan whose shared pass failed
+    gets None and is written alone (and fails, or not, on its own)."""
+    if len(plans) == 1:
+        return [None]
+    try:
+        written: list[list[str] | None] = list(lm.generate_many(model, [p.text for p in plans], params, device))
+    except Exception:
+        log.exception("batched describe for job %s failed; writing each job alone", plans[0].job.id)
+        return [None] * len(plans)
+    batch = {"leader": plans[0].job.id, "jobs": len(plans), "descriptions": sum(p.inp.n for p in plans)}
+    for p in plans:
+        p.batch = batch
+    return written
+
+
+def _outputs(ctx: WorkerContext, plan: Plan, texts: list[str] | None, progress: Progress,
+             should_stop: ShouldStop) -> dict:
+    """Score, rank and store one job's copy (written here when no shared pass wrote it)."""
+    job, inp, request = plan.job, plan.inp, plan.request
+    if should_stop():
+        raise JobCanceled()
+    if texts is None:
+        progress(0.1, f"writing {inp.n} descriptions with {plan.ref}")
+        texts = lm.generate_many(ctx.load_model(plan.ref), [plan.text], sampling_params(inp), ctx.device)[0]
+    candidates = ranked(scored(ctx, plan.dataset, request, plan.seeds, texts))
     key = f"jobs/{job.id}/descriptions.json"
     output = {
-        "model": meta.ref, "context": request.context, "requested": request.requested.public(),
+        "model": plan.ref, "context": request.context, "requested": request.requested.public(),
         "opening": request.opening() if inp.opening == "attributes" else "",
         "descriptions": candidates,
         "summary": {"adherent": sum(c["adherence"]["adherent"] for c in candidates),
@@ -33,7 +128,9 @@ def describe(ctx: WorkerContext, job: Job, progress: Progress, should_stop: Shou
     }
     if inp.prompt is not None:
         output |= {"prompt": inp.prompt, "interpreted": request.interpreted}
+    if plan.batch:
+        output["batch"] = plan.batch
     ctx.storage.put_json(key, candidates)
     output["file"] = {"key": key}
-    write_manifest(ctx.storage, job, output, seeds={"base": seed, "per_description": seeds}, model=meta.ref)
+    write_manifest(ctx.storage, job, output, seeds={"base": plan.seed, "per_description": plan.seeds}, model=plan.ref)
     return output

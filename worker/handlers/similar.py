@@ -5,29 +5,55 @@ calibrated confidence (seed 004's taxonomy check).
 
 A photo is letterboxed onto the catalog's canvas exactly as imported photos were, so a catalog
 photo finds itself first. The neighbours' photos are written to object storage on first use
-(`datasets/<name>/photos/<import>/<id>.png`), so a search costs k small uploads at most."""
+(`datasets/<name>/photos/<import>/<id>.png`), so a search costs k small uploads at most. Queued
+searches with the same classifier version read their photos in the same forward pass
+(worker/batching.py); each gets the answer it gets alone."""
 
 from __future__ import annotations
 
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
+import torch
 
 from shared.errors import JobFailure
 from shared.query_images import decode_base64_image, decode_rgb
-from shared.schemas import Job, SimilarInput
+from shared.schemas import Job, JobType, SimilarInput
+from worker.batching import companions
 from worker.context import WorkerContext
 from worker.datasets.catalog import letterbox_image
 from worker.evaluation import to_float
+from worker.feature_index import FeatureIndex
 from worker.handlers.common import Progress, ShouldStop, write_manifest
 from worker.handlers.conditioning import pinned_model
 from worker.images import png_bytes
 from worker.models.classifier import predict_with_features
+from worker.runner import execute
 
+log = logging.getLogger(__name__)
 TOP = 3  # predicted values listed per condition
 
 
-def similar(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop) -> dict:
+@dataclass
+class Query:
+    """One search, read and checked before the classifier sees its photo."""
+
+    job: Job
+    inp: SimilarInput
+    ref: str
+    dataset: str
+    index: FeatureIndex
+    catalog: Any
+    image: np.ndarray  # [H, W, C] uint8 on the catalog's canvas
+    query: dict[str, Any]
+    batch: dict[str, Any] | None = None  # set when its photo was read in a pass shared with other jobs
+
+
+def _query(ctx: WorkerContext, job: Job, progress: Progress) -> Query:
     inp = SimilarInput(**job.input)
     meta = pinned_model(ctx, job, inp.classifier)
     name = inp.dataset or meta.dataset
@@ -49,26 +75,74 @@ def similar(ctx: WorkerContext, job: Job, progress: Progress, should_stop: Shoul
         data = decode_base64_image(inp.image or "", "input.image")
         image = letterbox_image(decode_rgb(data, "input.image"), catalog.image_size, catalog.channels)
         query = {"image": {"width": int(image.shape[1]), "height": int(image.shape[0])}}
+    return Query(job, inp, meta.ref, name, index, catalog, image, query)
 
-    progress(0.4, "searching")
-    model = ctx.load_model(meta.ref)
-    probs, features = predict_with_features(model, to_float(image[None]).to(ctx.device))
+
+def similar(ctx: WorkerContext, job: Job, progress: Progress, should_stop: ShouldStop) -> dict:
+    leader = _query(ctx, job, progress)
+    model = ctx.load_model(leader.ref)
+    room = ctx.settings.batch_max_queries - 1
+    ready: dict[str, Query] = {}  # searches read while deciding who joins, kept for the pass
+    with companions(ctx, job, partial(_joins, ctx, leader=leader, ready=ready), room) if room > 0 \
+            else nullcontext([]) as others:
+        queries = [leader] + [ready[other.job.id] for other in others]
+        progress(0.4, "searching" + (f" with {len(others)} other jobs" if others else ""))
+        read = _read_together(ctx, model, queries)
+        for other, query, (probs, features) in zip(others, queries[1:], read[1:], strict=True):
+            execute(ctx, other.job, other.session,
+                    lambda c, _job, p, stop, q=query, pr=probs, f=features: _outputs(c, q, pr, f))
+    return _outputs(ctx, leader, *read[0])
+
+
+def _joins(ctx: WorkerContext, other: Job, *, leader: Query, ready: dict[str, Query]) -> int | None:
+    """A queued search joins the leader's pass when it uses the same classifier version and reads
+    cleanly (one that does not runs alone and says why there)."""
+    if other.type != JobType.SIMILAR or other.model != leader.job.model:
+        return None
+    try:
+        query = _query(ctx, other, lambda *_: None)
+    except Exception:
+        return None
+    if query.image.shape != leader.image.shape:
+        return None
+    ready[other.id] = query
+    return 1
+
+
+Read = tuple[dict[str, torch.Tensor], torch.Tensor]
+
+
+def _read_together(ctx: WorkerContext, model: Any, queries: list[Query]) -> list[Read]:
+    """Class probabilities and features for every query's photo, in one forward pass."""
+    probs, features = predict_with_features(model, to_float(np.stack([q.image for q in queries])).to(ctx.device))
+    if len(queries) > 1:
+        batch = {"leader": queries[0].job.id, "jobs": len(queries)}
+        for q in queries:
+            q.batch = batch
+    return [({head: p[i:i + 1] for head, p in probs.items()}, features[i:i + 1]) for i in range(len(queries))]
+
+
+def _outputs(ctx: WorkerContext, q: Query, probs: dict[str, torch.Tensor], features: torch.Tensor) -> dict:
+    """One search's neighbours, its photo and its manifest."""
+    inp, index = q.inp, q.index
     extra = 1 if inp.item is not None else 0  # an item is its own nearest neighbour: leave it out
     sims, rows = index.search(features.cpu().numpy(), inp.k + extra)
     picked = [(float(s), int(r)) for s, r in zip(sims[0], rows[0], strict=True)
               if str(index.ids[r]) != inp.item][:inp.k]
     ids = [str(index.ids[r]) for _, r in picked]
-    photos = catalog.photo_keys(ctx.storage, ids)
+    photos = q.catalog.photo_keys(ctx.storage, ids)
     neighbours = [{"id": item, "title": str(index.titles[r]), "similarity": round(s, 4), "split": str(index.splits[r]),
-                   **catalog.describe(item), "photo": {"key": photos[item]}}
+                   **q.catalog.describe(item), "photo": {"key": photos[item]}}
                   for (s, r), item in zip(picked, ids, strict=True)]
 
-    prefix = f"jobs/{job.id}/"
-    ctx.storage.put(prefix + "query.png", png_bytes(image), "image/png")
-    query["photo"] = {"key": prefix + "query.png"}
-    output = {"classifier": meta.ref, "dataset": name, "k": inp.k, "query": query,
-              "predicted": _predicted(probs, catalog.vocabulary), "neighbours": neighbours}
-    write_manifest(ctx.storage, job, output, seeds={}, model=meta.ref)
+    prefix = f"jobs/{q.job.id}/"
+    ctx.storage.put(prefix + "query.png", png_bytes(q.image), "image/png")
+    query = {**q.query, "photo": {"key": prefix + "query.png"}}
+    output = {"classifier": q.ref, "dataset": q.dataset, "k": inp.k, "query": query,
+              "predicted": _predicted(probs, q.catalog.vocabulary), "neighbours": neighbours}
+    if q.batch:
+        output["batch"] = q.batch
+    write_manifest(ctx.storage, q.job, output, seeds={}, model=q.ref)
     return output
 
 

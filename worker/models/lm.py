@@ -185,29 +185,64 @@ def filter_logits(logits: torch.Tensor, seen: torch.Tensor, params: SamplingPara
     return logits
 
 
-@torch.no_grad()
+@dataclass(frozen=True)
+class TextRequest:
+    """One job's share of a generation pass: a context, one description per seed, and the opening
+    words given rather than sampled (empty: the model writes all of it)."""
+
+    context: str
+    seeds: list[int]
+    opening: str = ""
+
+
+def prompt_length(lm: LanguageModel, request: TextRequest) -> int:
+    """Tokens a request's rows start from: requests batched together must start from as many, so
+    that no row is padded and each row's text is the one it gets alone."""
+    prompt, given = _start(lm, request)
+    return len(prompt) + len(given)
+
+
+def _start(lm: LanguageModel, request: TextRequest) -> tuple[list[int], list[int]]:
+    """The prompt's ids and the given opening's ids."""
+    given = lm.tokenizer.encode(" " + request.opening).ids if request.opening else []
+    return prompt_ids(lm.tokenizer, request.context, lm.config.n_positions), given
+
+
 def generate(lm: LanguageModel, context: str, seeds: list[int], params: SamplingParams | None = None,
              device: torch.device | str = "cpu", opening: str = "") -> list[str]:
     """One description per seed for a context, all rows in one batch. Each row samples from its own
     generator seeded by its seed, so the same (model, context, seed, params) gives the same text.
     A non-empty `opening` is the description's first words, given rather than sampled."""
+    return generate_many(lm, [TextRequest(context, seeds, opening)], params, device)[0]
+
+
+@torch.no_grad()
+def generate_many(lm: LanguageModel, requests: list[TextRequest], params: SamplingParams | None = None,
+                  device: torch.device | str = "cpu") -> list[list[str]]:
+    """`generate` for several requests (jobs batched together) in one batch: each request gets the
+    texts it gets alone. They must share the sampling params and start from as many tokens
+    (`prompt_length`), so that no row is padded."""
     params = params or SamplingParams()
     lm.model.eval()
-    given = lm.tokenizer.encode(" " + opening).ids if opening else []
-    ids = prompt_ids(lm.tokenizer, context, lm.config.n_positions) + given
-    max_new = max(1, min(params.max_tokens, lm.config.n_positions - len(ids)))
+    starts = [_start(lm, r) for r in requests]
+    if len({len(prompt) + len(given) for prompt, given in starts}) != 1:
+        raise ValueError("requests generated together must start from as many tokens")
+    length = len(starts[0][0]) + len(starts[0][1])
+    max_new = max(1, min(params.max_tokens, lm.config.n_positions - length))
     end, pad = special_id(lm.tokenizer, END), special_id(lm.tokenizer, PAD)
+    row_starts = [start for start, r in zip(starts, requests, strict=True) for _ in r.seeds]
+    seeds = [seed for r in requests for seed in r.seeds]
     rows = len(seeds)
     generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
-    tokens = torch.tensor([ids] * rows, device=device)  # [B, T]: every row starts from the same prompt
+    tokens = torch.tensor([prompt + given for prompt, given in row_starts], device=device)  # [B, T]
     vocab = lm.model.config.vocab_size
     # The penalty covers generated tokens only: a description should repeat the name's colour and type.
     seen = torch.zeros(rows, vocab, dtype=torch.bool, device=device)
     done = torch.zeros(rows, dtype=torch.bool)
-    out: list[list[int]] = [list(given) for _ in seeds]
+    out: list[list[int]] = [list(given) for _, given in row_starts]
     past, step_input = None, tokens
     for step in range(max_new):
-        mask = torch.ones(rows, len(ids) + step, dtype=torch.long, device=device)  # no padding: all ones
+        mask = torch.ones(rows, length + step, dtype=torch.long, device=device)  # no padding: all ones
         result = lm.model(input_ids=step_input, attention_mask=mask, past_key_values=past, use_cache=True)
         past = result.past_key_values
         logits = filter_logits(result.logits[:, -1, :vocab].float(), seen, params).cpu()  # [B, V]
@@ -225,4 +260,9 @@ def generate(lm: LanguageModel, context: str, seeds: list[int], params: Sampling
             break
         step_input = chosen.to(device)[:, None]
         seen[torch.arange(rows), step_input[:, 0]] = True
-    return [lm.tokenizer.decode(row).strip() for row in out]
+    texts = [lm.tokenizer.decode(row).strip() for row in out]
+    per_request, at = [], 0
+    for r in requests:
+        per_request.append(texts[at:at + len(r.seeds)])
+        at += len(r.seeds)
+    return per_request
