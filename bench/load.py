@@ -9,6 +9,7 @@ over the first worker count, and worker memory over time from /metrics (first, m
 
     .venv/bin/python -m bench.load --workers 1,2,4 --minutes 3 --clients 8
     .venv/bin/python -m bench.load --workers 2 --minutes 30 --clients 4 --sample-seconds 30   # soak
+    .venv/bin/python -m bench.load --workers 1 --minutes 2 --mix describe   # describe jobs only
 """
 
 from __future__ import annotations
@@ -35,13 +36,19 @@ from deploy.local.servers import LocalStack, free_port
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 PROMPTS = ["a red dress", "ankle boots", "a warm coat", "sneakers", "a bag", "long trousers", "a pullover"]
+COPY_PROMPTS = ["black short sleeve jumpsuit", "navy blue checked shirt", "white sneakers", "red floral maxi dress",
+                "grey melange sweatshirt", "brown leather wallet"]
 
 
 def job_mix(rng: random.Random, model: str, mix: str = "service") -> dict:
     """"service": 70 % generate (conditions or a prompt), 15 % hybrid, 10 % traverse, 5 % a small
-    training run. "generate": generate jobs only (what batching across jobs serves)."""
+    training run. "generate": generate jobs only; "describe": describe jobs only, on the description
+    model (what batching across jobs serves)."""
     roll = 0.0 if mix == "generate" else rng.random()
     seed = rng.randrange(1 << 30)
+    if mix == "describe":
+        return {"type": "describe", "input": {"prompt": rng.choice(COPY_PROMPTS), "n": rng.choice([2, 4]),
+                                              "max_tokens": 60, "seed": seed, "model": model}}
     if roll < 0.70:
         start = {"conditions": {"class": rng.choice(CLASSES)}} if rng.random() < 0.5 else {
             "prompt": rng.choice(PROMPTS)}
@@ -197,8 +204,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--sample-seconds", type=float, default=10)
     parser.add_argument("--torch-threads", default="1", help="OMP_NUM_THREADS per worker process")
-    parser.add_argument("--mix", choices=("service", "generate"), default="service",
-                        help="service: the mixed workload; generate: generate_images jobs only")
+    parser.add_argument("--mix", choices=("service", "generate", "describe"), default="service",
+                        help="service: the mixed workload; generate: generate_images jobs only; describe: describe "
+                             "jobs only, on an lm at the cpu preset's size trained for a minute")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="atelier-load-"))
@@ -213,8 +221,11 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         setup = start_workers(env, 1, root)
-        job = requests.post(f"{base}/v1/jobs", timeout=30, json={"type": "train", "input": {
-            "family": "cvae", "dataset": "fashion-mnist", "preset": "tiny", "epochs": 2, "seed": 1}}).json()
+        train = {"family": "cvae", "dataset": "fashion-mnist", "preset": "tiny", "epochs": 2, "seed": 1}
+        if args.mix == "describe":  # the served model's size, not its quality, is what load measures
+            train = {"family": "lm", "dataset": "descriptions", "preset": "cpu", "max_minutes": 1,
+                     "max_train_examples": 2000, "seed": 1}
+        job = requests.post(f"{base}/v1/jobs", timeout=30, json={"type": "train", "input": train}).json()
         wait_until(lambda: requests.get(f"{base}/v1/jobs/{job['id']}", timeout=30).json()["status"] in (
             "succeeded", "failed"), 600)
         model = requests.get(f"{base}/v1/jobs/{job['id']}", timeout=30).json()["output"]["model"]
@@ -225,8 +236,8 @@ def main() -> None:
         stack.stop()
     print(f"# load: {args.clients} closed-loop clients x {args.minutes:g} min per phase, {args.mix} mix, "
           f"{os.cpu_count()} cores, {platform.machine()}, OMP_NUM_THREADS={args.torch_threads}, "
-          f"ATELIER_BATCH_MAX_IMAGES={os.environ.get('ATELIER_BATCH_MAX_IMAGES', 'default')}, "
-          f"{time.strftime('%Y-%m-%d %H:%M')}")
+          + "".join(f"{name}={os.environ[name]}, " for name in sorted(os.environ) if name.startswith("ATELIER_BATCH_"))
+          + time.strftime("%Y-%m-%d %H:%M"))
     print("| workers | submitted | accepted | completed | failed | lost | jobs/min | speed-up | submit p50/p99 ms "
           "| job p50/p99 s | worker MB first/max/last |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -18,6 +18,7 @@ from worker.families import IMAGE_FAMILIES as CONTRACTS
 from worker.families import LOADERS, SampleRequest, load_checkpoint
 from worker.handlers.train import evaluate_version
 from worker.images import to_uint8
+from worker.models.requests import in_passes
 from worker.training.common import TrainParams
 
 CPU = torch.device("cpu")
@@ -72,6 +73,32 @@ def test_jobs_sampled_together_get_the_images_they_get_alone(trained: tuple[str,
     with pytest.raises(ValueError, match="sampling settings"):
         family.sample_many(model, [requests[0], SampleRequest({"articleType": 1, "baseColour": 0}, [1],
                                                               temperature=0.5)], CPU)
+
+
+def test_a_cpu_samples_a_large_batch_in_passes_with_the_same_images(trained: tuple[str, object],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Families whose per-image cost rises with the batch on a CPU sample in passes of at most
+    CPU_PASS_IMAGES (worker/models/requests.py); the images are the ones one pass gives."""
+    name, model = trained
+    family = CONTRACTS[name]
+    request = SampleRequest({"articleType": 1, "baseColour": 0}, [3, 4, 5, 6, 7])
+    monkeypatch.setattr(family.module, "CPU_PASS_IMAGES", 1000, raising=False)
+    whole = family.sample(model, request, CPU)
+    monkeypatch.setattr(family.module, "CPU_PASS_IMAGES", 2, raising=False)
+    assert (to_uint8(family.sample(model, request, CPU)) == to_uint8(whole)).all()
+
+
+def test_in_passes_splits_only_on_a_cpu() -> None:
+    rows: list[slice] = []
+
+    def run(part: slice) -> torch.Tensor:
+        rows.append(part)
+        return torch.arange(100)[part]
+
+    assert torch.equal(in_passes(run, 70, "cpu", 32), torch.arange(70))
+    assert [(r.start, r.stop) for r in rows] == [(0, 32), (32, 64), (64, 70)]
+    rows.clear()
+    assert torch.equal(in_passes(run, 70, torch.device("cuda"), 32), torch.arange(70)) and len(rows) == 1
 
 
 def test_checkpoint_round_trip_gives_the_same_images(trained: tuple[str, object]) -> None:

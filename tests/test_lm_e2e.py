@@ -106,7 +106,8 @@ def test_queued_describe_jobs_share_a_pass(client: Client, trained_lm: dict) -> 
     sampling settings and prompts as long in tokens, are written in one pass, each job's copy the copy
     it gets alone; other settings, or a prompt of another length, are written alone."""
     same = {"prompt": "black short sleeve jumpsuit for women", "max_tokens": 24}
-    wanted = [{**same, "n": 2, "seed": 3}, {**same, "n": 3, "seed": 40}, {**same, "n": 1, "seed": 3, "temperature": 0.5},
+    wanted = [{**same, "n": 2, "seed": 3}, {**same, "n": 3, "seed": 40},
+              {**same, "n": 1, "seed": 3, "temperature": 0.5},
               {"prompt": "navy blue printed kurta with three-quarter sleeves and a mandarin collar", "n": 2,
                "seed": 3, "max_tokens": 24}]
     with client.worker_busy():

@@ -4,6 +4,8 @@ indices stacked into one batch, and the batch's images split back per request. E
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 Request = tuple[dict[str, int], list[int]]  # (condition set, one seed per image)
@@ -19,3 +21,15 @@ def stacked_conditions(requests: list[Request], device: torch.device | str) -> d
 def per_request(images: torch.Tensor, requests: list[Request]) -> list[torch.Tensor]:
     """The batch's images, one tensor per request."""
     return list(images.split([len(seeds) for _, seeds in requests]))
+
+
+def in_passes(run: Callable[[slice], torch.Tensor], total: int, device: torch.device | str, cpu_pass: int
+              ) -> torch.Tensor:
+    """`run` over rows [0, total) in one call, or on a CPU in calls of at most `cpu_pass` rows,
+    concatenated. A CPU works through a large batch slower per image once its activations outgrow
+    the caches (docs/BENCHMARKS.md: the cgan's generator 4.5 ms an image at 32, 6.1 at 64; the
+    diffusion denoiser, whose guidance doubles the rows, 100 ms at 16 and 173 at 64); a GPU wants
+    the whole batch at once."""
+    if torch.device(device).type != "cpu" or total <= cpu_pass:
+        return run(slice(0, total))
+    return torch.cat([run(slice(start, min(start + cpu_pass, total))) for start in range(0, total, cpu_pass)])
