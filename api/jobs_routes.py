@@ -71,7 +71,10 @@ def _require_json_object() -> Response | None:
 
 def wait_seconds() -> float:
     """`Prefer: wait=N` (RFC 7240), capped by the setting."""
-    match = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
+    prefer = request.headers.get("Prefer")
+    if not prefer:  # most requests: no regex, no settings lookup
+        return 0.0
+    match = _PREFER_WAIT.search(prefer)
     return min(float(match.group(1)), services().settings.max_wait_s) if match else 0.0
 
 
@@ -104,8 +107,10 @@ def wait_slot(wait: float) -> Iterator[float]:
 
 def public_job(job: Job) -> dict[str, Any]:
     svc = services()
-    return public_view(job, svc.storage.presigned_url,
-                       image_url=partial(svc.image_urls.url, api_address(svc.settings, request.host_url)))
+    # Only a job with outputs can have image URLs (public_view signs nothing otherwise), so the API's
+    # address, whose request.host_url rebuilds and re-encodes the URL, is worked out only for those.
+    image_url = partial(svc.image_urls.url, api_address(svc.settings, request.host_url)) if job.output else None
+    return public_view(job, svc.storage.presigned_url, image_url=image_url)
 
 
 def _job_response(job: Job, status: int) -> Response:
@@ -145,8 +150,9 @@ def submit(req: Any) -> Response:
     if idem is not None and not _IDEMPOTENCY_KEY.match(idem):
         raise AtelierError("Idempotency-Key must be 1..255 printable ASCII characters",
                            code="invalid_header", field="Idempotency-Key")
-    # Fingerprint what the caller sent, before any model version is pinned into the input.
-    fingerprint = request_fingerprint(req.model_dump(mode="json", exclude_none=True))
+    # Fingerprint what the caller sent, before any model version is pinned into the input. Only an
+    # Idempotency-Key's replay compares it, so a submit without one skips the dump and the hash.
+    fingerprint = request_fingerprint(req.model_dump(mode="json", exclude_none=True)) if idem is not None else None
     webhook, events = _webhook(req)
     model = check_submit(req)
     job_input = req.input.model_dump(mode="json", exclude_none=True)
@@ -157,14 +163,17 @@ def submit(req: Any) -> Response:
         job_input.setdefault("date", svc.settings.today().isoformat())
     # The record, its indexes and the Celery message in one script: one round trip, no kombu, and no
     # job without its message (a Redis that cannot be reached is a 503 from the error handler).
-    job, created = svc.store.create(JobType(req.type), job_input, owner=caller.owner, webhook=webhook,
+    job_type = JobType(req.type)
+    job, created = svc.store.create(job_type, job_input, owner=caller.owner, webhook=webhook,
                                     webhook_events=events, idempotency_key=idem, model=model,
                                     fingerprint=fingerprint, max_queued=caller.max_queued,
                                     retry_after_s=svc.settings.queue_limit_retry_after_s,
-                                    send=task_send(svc.settings, JobType(req.type)))
-    with wait_slot(wait_seconds()) as wait:
-        if wait:
-            job = svc.store.wait_until_terminal(job.id, wait) or job
+                                    send=task_send(svc.settings, job_type))
+    wait = wait_seconds()
+    if wait:  # most submits do not wait, and need no slot
+        with wait_slot(wait) as wait:
+            if wait:
+                job = svc.store.wait_until_terminal(job.id, wait) or job
     response = _job_response(job, 202 if created and not job.status.terminal else 200)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
