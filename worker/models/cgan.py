@@ -27,7 +27,7 @@ from worker.models.cvae import ConditionEmbedding, latent_noise
 from worker.models.ema import update_ema
 from worker.models.requests import Request, in_passes, per_request, stacked_conditions
 
-CPU_PASS_IMAGES = 32  # images a CPU samples at once: past 32 the generator's per-image cost rises
+CPU_PASS_IMAGES = 8  # images a CPU samples at once: past 8 the generator's per-image cost rises
 
 
 @dataclass(frozen=True)

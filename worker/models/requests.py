@@ -27,9 +27,9 @@ def in_passes(run: Callable[[slice], torch.Tensor], total: int, device: torch.de
               ) -> torch.Tensor:
     """`run` over rows [0, total) in one call, or on a CPU in calls of at most `cpu_pass` rows,
     concatenated. A CPU works through a large batch slower per image once its activations outgrow
-    the caches (docs/BENCHMARKS.md: the cgan's generator 4.5 ms an image at 32, 6.1 at 64; the
-    diffusion denoiser, whose guidance doubles the rows, 100 ms at 16 and 173 at 64); a GPU wants
-    the whole batch at once."""
+    the caches (docs/BENCHMARKS.md, 2 cores: the cgan's 64 images take 123 ms in passes of 8 and
+    249 ms in one; the diffusion sampler's, whose guidance doubles the rows, 2.4 s in passes of 16
+    and 4.2 s in one); a GPU wants the whole batch at once."""
     if torch.device(device).type != "cpu" or total <= cpu_pass:
         return run(slice(0, total))
     return torch.cat([run(slice(start, min(start + cpu_pass, total))) for start in range(0, total, cpu_pass)])
