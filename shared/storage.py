@@ -7,7 +7,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -17,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import TransientError
 from shared.settings import Settings
+from shared.thread_pools import thread_pool
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +134,12 @@ class Storage:
         if not items:
             return
         self.ensure_bucket()
-        with ThreadPoolExecutor(max_workers=min(self.upload_concurrency, len(items))) as pool:
-            for future in [pool.submit(self.put, i.key, i.body, i.content_type) for i in items]:
-                future.result()
+        if len(items) == 1:
+            self.put(items[0].key, items[0].body, items[0].content_type)
+            return
+        pool = thread_pool("uploads", self.upload_concurrency)
+        for future in [pool.submit(self.put, i.key, i.body, i.content_type) for i in items]:
+            future.result()
 
     def get(self, key: str) -> bytes:
         return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(), f"get {key}")

@@ -3,6 +3,8 @@ status, queue depth per queue, duration histograms, and the worker's memory."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 import requests
@@ -22,6 +24,18 @@ def scrape(base: str) -> dict[str, list]:
     return {family.name: family.samples for family in text_string_to_metric_families(response.text)}
 
 
+def settled(base: str, job_type: str, timeout: float = 120) -> dict[str, list]:
+    """A scrape taken once no job of this type is queued or running (one left by an earlier test
+    would otherwise finish between two scrapes and be counted as this test's)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        metrics = scrape(base)
+        busy = sum(s.value for s in metrics.get("atelier_jobs", []) if s.labels.get("type") == job_type)
+        if not busy or time.monotonic() > deadline:
+            return metrics
+        time.sleep(0.2)
+
+
 def value(samples: list, name: str, **labels: str) -> float | None:
     for sample in samples:
         if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
@@ -31,7 +45,7 @@ def value(samples: list, name: str, **labels: str) -> float | None:
 
 def test_metrics_follow_jobs_through_their_lifecycle(client: Client, worker: WorkerProcess,
                                                      trained_model: str) -> None:
-    before = scrape(client.base)
+    before = settled(client.base, "generate_images")
     done_before = value(before.get("atelier_jobs_finished", []), "atelier_jobs_finished_total",
                         type="generate_images", status="succeeded") or 0
     job = client.submit("generate_images", {"conditions": {"class": "Bag"}, "n": 2, "model": trained_model})

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import io
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
+
+from shared.thread_pools import thread_pool
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -59,8 +60,7 @@ def png_archive(images: np.ndarray, *, encoders: int = 4) -> tuple[bytes, list[A
     """[N, H, W, C] uint8 -> an uncompressed zip of 000.png, 001.png, ... and where each PNG's bytes
     lie in it. One object instead of N: each put costs milliseconds of CPU on both sides (measured:
     docs/BENCHMARKS.md, "Generate latency"). zlib releases the GIL, so encoding runs in threads."""
-    with ThreadPoolExecutor(max_workers=max(1, min(encoders, len(images)))) as pool:
-        pngs = list(pool.map(png_bytes, images))
+    pngs = list(thread_pool("png", encoders).map(png_bytes, images)) if encoders > 1 else [png_bytes(i) for i in images]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         for i, data in enumerate(pngs):
