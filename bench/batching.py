@@ -28,14 +28,16 @@ CONTEXTS = ["Women Black Solid Jumpsuit", "Men Navy Blue Checked Casual Shirt", 
             "Men White Sneakers", "Women Grey Melange Sweatshirt", "Unisex Brown Leather Wallet"]
 
 
-def best_of(repeats: int, run: Callable[[], object]) -> float:
-    """Seconds of the fastest of `repeats` runs (the least disturbed by the rest of the machine)."""
-    times = []
+def best_of(repeats: int, *runs: Callable[[], object]) -> list[float]:
+    """Seconds of the fastest of `repeats` runs of each, the runs interleaved so that a VM whose speed
+    drifts during the measurement slows each of them alike."""
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times)
+        for run, spent in zip(runs, times, strict=True):
+            started = time.perf_counter()
+            run()
+            spent.append(time.perf_counter() - started)
+    return [min(spent) for spent in times]
 
 
 def image_rows(name: str, jobs: int, per_job: int) -> tuple[Callable[[], object], Callable[[], object]]:
@@ -93,7 +95,7 @@ def main() -> None:
     with torch.no_grad():
         for label, alone, together in cases:
             alone(), together()  # warm: allocator pools, oneDNN primitives
-            a, t = best_of(args.repeats, alone), best_of(args.repeats, together)
+            a, t = best_of(args.repeats, alone, together)
             print(f"| {label} | {a * 1000:,.0f} ms | {t * 1000:,.0f} ms | {a / t:.2f}× |")
 
 
