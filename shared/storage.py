@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import wait
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -138,8 +139,16 @@ class Storage:
             self.put(items[0].key, items[0].body, items[0].content_type)
             return
         pool = thread_pool("uploads", self.upload_concurrency)
-        for future in [pool.submit(self.put, i.key, i.body, i.content_type) for i in items]:
-            future.result()
+        futures = [pool.submit(self.put, i.key, i.body, i.content_type) for i in items]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            # The pool outlives the call: leave no upload of a failed job running or queued in it.
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            raise
 
     def get(self, key: str) -> bytes:
         return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(), f"get {key}")

@@ -189,13 +189,16 @@ class Client:
 
     @contextmanager
     def worker_busy(self) -> Iterator[None]:
-        """Hold the only worker slot with a long training run, so that jobs submitted meanwhile wait in
-        the queue together; leaving the block cancels the run and the queued jobs start."""
+        """Hold the only worker slot with a long training run on Fashion-MNIST (a test using this needs
+        the `fashion_mnist_available` fixture), so that jobs submitted meanwhile wait in the queue
+        together; leaving the block cancels the run and the queued jobs start."""
         long = self.submit("train", {"family": "cvae", "dataset": "fashion-mnist", "preset": "tiny", "epochs": 300,
                                      "max_train_examples": 60000, "promote": "never"})
-        self.wait_for(long["id"], lambda j: j["status"] == "running", timeout=120)
-        yield
-        assert self.http.post(f"{self.base}/v1/jobs/{long['id']}/cancel", timeout=10).status_code == 202
+        try:
+            self.wait_for(long["id"], lambda j: j["status"] == "running", timeout=120)
+            yield
+        finally:  # never leave the only worker slot to a 300-epoch run
+            assert self.http.post(f"{self.base}/v1/jobs/{long['id']}/cancel", timeout=10).status_code == 202
 
 
 class MemoryCheckpoint:

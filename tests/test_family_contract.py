@@ -81,10 +81,13 @@ def test_a_cpu_samples_a_large_batch_in_passes_with_the_same_images(trained: tup
     CPU_PASS_IMAGES (worker/models/requests.py); the images are the ones one pass gives."""
     name, model = trained
     family = CONTRACTS[name]
+    if not hasattr(family.module, "CPU_PASS_IMAGES"):
+        pytest.skip(f"{name} samples in one pass at any size")
     request = SampleRequest({"articleType": 1, "baseColour": 0}, [3, 4, 5, 6, 7])
-    monkeypatch.setattr(family.module, "CPU_PASS_IMAGES", 1000, raising=False)
+    monkeypatch.setattr(family.module, "CPU_PASS_IMAGES", 1000)
     whole = family.sample(model, request, CPU)
-    monkeypatch.setattr(family.module, "CPU_PASS_IMAGES", 2, raising=False)
+    monkeypatch.setattr(family.module, "CPU_PASS_IMAGES", 2)
+    # the same PNG bytes (floats may differ in their last bits with the batch size, as they may for any batch)
     assert (to_uint8(family.sample(model, request, CPU)) == to_uint8(whole)).all()
 
 

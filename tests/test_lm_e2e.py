@@ -101,7 +101,7 @@ def test_describe_a_prompt(client: Client, trained_lm: dict) -> None:
     assert single["output"]["descriptions"][0]["text"] == next(d["text"] for d in ranked if d["seed"] == 13)
 
 
-def test_queued_describe_jobs_share_a_pass(client: Client, trained_lm: dict) -> None:
+def test_queued_describe_jobs_share_a_pass(client: Client, trained_lm: dict, fashion_mnist_available: Path) -> None:
     """Batching across jobs: describe jobs queued behind a busy worker, for one model with the same
     sampling settings and prompts as long in tokens, are written in one pass, each job's copy the copy
     it gets alone; other settings, or a prompt of another length, are written alone."""

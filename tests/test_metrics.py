@@ -31,8 +31,9 @@ def settled(base: str, job_type: str, timeout: float = 120) -> dict[str, list]:
     while True:
         metrics = scrape(base)
         busy = sum(s.value for s in metrics.get("atelier_jobs", []) if s.labels.get("type") == job_type)
-        if not busy or time.monotonic() > deadline:
+        if not busy:
             return metrics
+        assert time.monotonic() < deadline, f"{job_type} jobs still queued or running after {timeout} s"
         time.sleep(0.2)
 
 

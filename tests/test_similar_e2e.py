@@ -70,7 +70,7 @@ def test_a_catalog_photo_finds_itself_first(client: Client, catalog_classifier: 
 
 
 def test_queued_searches_share_a_forward_pass(client: Client, catalog_classifier: dict, slice_items: list[dict],
-                                             catalog_available: Path) -> None:
+                                             catalog_available: Path, fashion_mnist_available: Path) -> None:
     """Batching across jobs: searches queued behind a busy worker are read in one classifier pass,
     each answer exactly the one it gets alone; a search that fails reading its query fails alone."""
     ref = catalog_classifier["model"]

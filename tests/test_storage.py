@@ -27,6 +27,25 @@ def test_round_trip_list_delete(storage: Storage) -> None:
     assert sorted(storage.list(prefix)) == [prefix + "b.json"]
 
 
+def test_a_failed_put_many_leaves_no_upload_behind(storage: Storage) -> None:
+    """The upload threads outlive the call: when one put fails, put_many returns only once the
+    others have finished or been dropped, so nothing of a failed job is still being written."""
+    prefix = f"tests/{uuid.uuid4().hex}/"
+
+    def broken() -> bytes:
+        raise ValueError("encoding failed")
+
+    def slow() -> bytes:
+        time.sleep(0.5)
+        return b"late"
+
+    with pytest.raises(ValueError, match="encoding failed"):
+        storage.put_many([PutItem(prefix + "broken", broken), PutItem(prefix + "slow", slow)])
+    written = set(storage.list(prefix))
+    time.sleep(0.8)
+    assert set(storage.list(prefix)) == written  # nothing landed after put_many returned
+
+
 def test_presigned_url_downloads_without_credentials(storage: Storage) -> None:
     key = f"tests/{uuid.uuid4().hex}.png"
     storage.put(key, b"\x89PNG-bytes", "image/png")

@@ -14,18 +14,22 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from celery.exceptions import SoftTimeLimitExceeded
 
 from shared.celery_message import queue_key, read_task
-from shared.queue import INTERACTIVE, JOB_TASKS
+from shared.queue import JOB_TASKS
 from shared.schemas import Job, JobStatus, JobType
 from worker.context import WorkerContext
 from worker.runner import JobSession
 
 log = logging.getLogger(__name__)
 PEEK = 200  # messages looked at, oldest first
+R = TypeVar("R")
 
 
 @dataclass
@@ -34,12 +38,19 @@ class Companion:
     session: JobSession
 
 
+class Batched(Protocol):
+    """A job's share of a shared pass: its job, and the pass it was in once the pass has run."""
+
+    job: Job
+    batch: dict[str, Any] | None
+
+
 def queued_ids(ctx: WorkerContext, job_type: JobType) -> list[str]:
-    """Job ids of the oldest messages of one job type waiting in the interactive queue (kombu
-    pushes on the left and pops on the right, so the oldest are at the right end)."""
-    task_name = JOB_TASKS[job_type].name
-    tasks = (read_task(raw) for raw in reversed(ctx.store.redis.lrange(queue_key(INTERACTIVE), -PEEK, -1)))
-    return list(dict.fromkeys(task[1][0] for task in tasks if task and task[0] == task_name and task[1]))
+    """Job ids of the oldest messages of one job type waiting in its queue (kombu pushes on the
+    left and pops on the right, so the oldest are at the right end)."""
+    spec = JOB_TASKS[job_type]
+    tasks = (read_task(raw) for raw in reversed(ctx.store.redis.lrange(queue_key(spec.queue), -PEEK, -1)))
+    return list(dict.fromkeys(task[1][0] for task in tasks if task and task[0] == spec.name and task[1]))
 
 
 @contextmanager
@@ -81,3 +92,24 @@ def companions(ctx: WorkerContext, leader: Job, fits: Callable[[Job], int | None
             log.info("job %s samples with %d queued jobs for %s: %s", leader.id, len(taken), leader.model,
                      ", ".join(c.job.id for c in taken))
         yield taken
+
+
+def run_together(shares: Sequence[Batched], run: Callable[[], Sequence[R]], batch: dict[str, Any]
+                 ) -> list[R | None]:
+    """One pass for every job's share (`run`), each share's `batch` set to `batch`. When the pass
+    fails, every result is None: each job then runs alone, and fails, or not, on its own. A single
+    share needs no shared pass (None: it runs alone). A soft time limit belongs to the leader's
+    task: it propagates, and the companions' leases expire and the reaper re-runs them."""
+    if len(shares) == 1:
+        return [None]
+    try:
+        results: list[R | None] = list(run())
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception:
+        log.exception("a pass shared by %d jobs, led by %s, failed; running each alone", len(shares),
+                      shares[0].job.id)
+        return [None] * len(shares)
+    for share in shares:
+        share.batch = batch
+    return results

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from shared.errors import JobCanceled
 from shared.schemas import DescribeInput, Job, JobType
-from worker.batching import Companion, companions
+from worker.batching import Companion, companions, run_together
 from worker.context import WorkerContext
-from worker.describing import CopyRequest, ranked, request_for, sampling_params, scored, text_request
+from worker.describing import CopyRequest, ranked, request_for, sampling_params, scored, text_request, write_copy
 from worker.handlers.common import Progress, ShouldStop, write_manifest
 from worker.handlers.conditioning import pinned_model
 from worker.models import lm
@@ -82,10 +84,14 @@ def _joins(ctx: WorkerContext, other: Job, *, leader: Plan, length: int, model: 
     if other.type != JobType.DESCRIBE or other.model != leader.job.model:
         return None
     try:
+        if sampling_params(DescribeInput(**other.input)) != sampling_params(leader.inp):
+            return None  # checked before its request is read: the cheap test first
         theirs = _plan(ctx, other, lambda *_: None)
+        if lm.prompt_length(model, theirs.text) != length:
+            return None
+    except SoftTimeLimitExceeded:  # the leader's time is up, not a fault of this job
+        raise
     except Exception:  # it fails the same way when it runs alone, and says why there
-        return None
-    if sampling_params(theirs.inp) != sampling_params(leader.inp) or lm.prompt_length(model, theirs.text) != length:
         return None
     ready[other.id] = theirs
     return theirs.inp.n
@@ -93,19 +99,9 @@ def _joins(ctx: WorkerContext, other: Job, *, leader: Plan, length: int, model: 
 
 def _write_together(model: lm.LanguageModel, plans: list[Plan], params: lm.SamplingParams, device: Any
                     ) -> list[list[str] | None]:
-    """One pass for every plan, recorded in each plan's `batch`; a plan whose shared pass failed
-    gets None and is written alone (and fails, or not, on its own)."""
-    if len(plans) == 1:
-        return [None]
-    try:
-        written: list[list[str] | None] = list(lm.generate_many(model, [p.text for p in plans], params, device))
-    except Exception:
-        log.exception("batched describe for job %s failed; writing each job alone", plans[0].job.id)
-        return [None] * len(plans)
-    batch = {"leader": plans[0].job.id, "jobs": len(plans), "descriptions": sum(p.inp.n for p in plans)}
-    for p in plans:
-        p.batch = batch
-    return written
+    """One generation pass for every plan (each gets the copy it gets alone)."""
+    return run_together(plans, lambda: lm.generate_many(model, [p.text for p in plans], params, device),
+                        {"leader": plans[0].job.id, "jobs": len(plans), "descriptions": sum(p.inp.n for p in plans)})
 
 
 def _outputs(ctx: WorkerContext, plan: Plan, texts: list[str] | None, progress: Progress,
@@ -116,8 +112,10 @@ def _outputs(ctx: WorkerContext, plan: Plan, texts: list[str] | None, progress: 
         raise JobCanceled()
     if texts is None:
         progress(0.1, f"writing {inp.n} descriptions with {plan.ref}")
-        texts = lm.generate_many(ctx.load_model(plan.ref), [plan.text], sampling_params(inp), ctx.device)[0]
-    candidates = ranked(scored(ctx, plan.dataset, request, plan.seeds, texts))
+        written = write_copy(ctx, plan.ref, plan.dataset, request, plan.seeds, sampling_params(inp), inp.opening)
+    else:
+        written = scored(ctx, plan.dataset, request, plan.seeds, texts)
+    candidates = ranked(written)
     key = f"jobs/{job.id}/descriptions.json"
     output = {
         "model": plan.ref, "context": request.context, "requested": request.requested.public(),

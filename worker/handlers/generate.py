@@ -15,12 +15,13 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 
 from shared.conditions import resolve_conditions
 from shared.errors import JobCanceled, JobFailure
 from shared.schemas import AttributesInput, GenerateImagesInput, Job, JobType, ModelVersion
 from shared.storage import PutItem
-from worker.batching import Companion, companions
+from worker.batching import Companion, companions, run_together
 from worker.context import WorkerContext
 from worker.describing import request_for, write_copy
 from worker.evaluation import to_float
@@ -100,10 +101,12 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
         for other in others:
             try:
                 plans.append((other, _plan(ctx, other.job, other.session.progress)))
+            except SoftTimeLimitExceeded:  # the leader's time is up, not a fault of this job
+                raise
             except Exception as exc:  # its own error (a prompt not understood, say), recorded as it would be alone
                 execute(ctx, other.job, other.session, partial(_raise, exc))
         progress(0.2, f"sampling {inp.n} images" + (f" with {len(plans)} other jobs" if plans else ""))
-        sampled = _sample_together(family, model, [plan] + [p for _, p in plans], ctx.device) if plans else [None]
+        sampled = _sample_together(family, model, [plan] + [p for _, p in plans], ctx.device)
         images = draw(plan.seeds) if sampled[0] is None else sampled[0]
         for (other, other_plan), drawn in zip(plans, sampled[1:], strict=True):
             execute(ctx, other.job, other.session,
@@ -113,18 +116,10 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
 
 
 def _sample_together(family: Any, model: Any, plans: list[Plan], device: Any) -> list[np.ndarray | None]:
-    """One forward pass for every plan (each gets the images it gets alone), recorded in each plan's
-    `batch`; all None when the pass fails (each job then samples alone and fails, or not, on its own)."""
+    """One forward pass for every plan (each gets the images it gets alone)."""
     requests = [_request(p, model, p.seeds) for p in plans]
-    try:
-        sampled = [to_uint8(images) for images in family.sample_many(model, requests, device)]
-    except Exception:
-        log.exception("batched sampling for job %s failed; sampling each job alone", plans[0].job.id)
-        return [None] * len(plans)
-    batch = {"leader": plans[0].job.id, "jobs": len(plans), "images": sum(len(r.seeds) for r in requests)}
-    for p in plans:
-        p.batch = batch
-    return sampled
+    return run_together(plans, lambda: [to_uint8(images) for images in family.sample_many(model, requests, device)],
+                        {"leader": plans[0].job.id, "jobs": len(plans), "images": sum(len(r.seeds) for r in requests)})
 
 
 def _joins(other: Job, *, leader: Job, inp: GenerateImagesInput) -> int | None:

@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from celery.exceptions import SoftTimeLimitExceeded
 
 from shared.errors import JobFailure
 from shared.query_images import decode_base64_image, decode_rgb
 from shared.schemas import Job, JobType, SimilarInput
-from worker.batching import companions
+from worker.batching import companions, run_together
 from worker.context import WorkerContext
 from worker.datasets.catalog import letterbox_image
 from worker.evaluation import to_float
@@ -88,10 +89,9 @@ def similar(ctx: WorkerContext, job: Job, progress: Progress, should_stop: Shoul
         queries = [leader] + [ready[other.job.id] for other in others]
         progress(0.4, "searching" + (f" with {len(others)} other jobs" if others else ""))
         read = _read_together(ctx, model, queries)
-        for other, query, (probs, features) in zip(others, queries[1:], read[1:], strict=True):
-            execute(ctx, other.job, other.session,
-                    lambda c, _job, p, stop, q=query, pr=probs, f=features: _outputs(c, q, pr, f))
-    return _outputs(ctx, leader, *read[0])
+        for other, query, theirs in zip(others, queries[1:], read[1:], strict=True):
+            execute(ctx, other.job, other.session, lambda c, _job, p, stop, q=query, r=theirs: _outputs(c, q, r))
+    return _outputs(ctx, leader, read[0])
 
 
 def _joins(ctx: WorkerContext, other: Job, *, leader: Query, ready: dict[str, Query]) -> int | None:
@@ -101,7 +101,9 @@ def _joins(ctx: WorkerContext, other: Job, *, leader: Query, ready: dict[str, Qu
         return None
     try:
         query = _query(ctx, other, lambda *_: None)
-    except Exception:
+    except SoftTimeLimitExceeded:  # the leader's time is up, not a fault of this job
+        raise
+    except Exception:  # it fails the same way when it runs alone, and says why there
         return None
     if query.image.shape != leader.image.shape:
         return None
@@ -112,19 +114,23 @@ def _joins(ctx: WorkerContext, other: Job, *, leader: Query, ready: dict[str, Qu
 Read = tuple[dict[str, torch.Tensor], torch.Tensor]
 
 
-def _read_together(ctx: WorkerContext, model: Any, queries: list[Query]) -> list[Read]:
+def _read(ctx: WorkerContext, model: Any, queries: list[Query]) -> list[Read]:
     """Class probabilities and features for every query's photo, in one forward pass."""
     probs, features = predict_with_features(model, to_float(np.stack([q.image for q in queries])).to(ctx.device))
-    if len(queries) > 1:
-        batch = {"leader": queries[0].job.id, "jobs": len(queries)}
-        for q in queries:
-            q.batch = batch
     return [({head: p[i:i + 1] for head, p in probs.items()}, features[i:i + 1]) for i in range(len(queries))]
 
 
-def _outputs(ctx: WorkerContext, q: Query, probs: dict[str, torch.Tensor], features: torch.Tensor) -> dict:
-    """One search's neighbours, its photo and its manifest."""
+def _read_together(ctx: WorkerContext, model: Any, queries: list[Query]) -> list[Read | None]:
+    """One classifier pass for every query's photo (each gets the answer it gets alone)."""
+    return run_together(queries, lambda: _read(ctx, model, queries),
+                        {"leader": queries[0].job.id, "jobs": len(queries)})
+
+
+def _outputs(ctx: WorkerContext, q: Query, read: Read | None) -> dict:
+    """One search's neighbours, its photo and its manifest (its photo read here when no shared pass
+    read it)."""
     inp, index = q.inp, q.index
+    probs, features = read or _read(ctx, ctx.load_model(q.ref), [q])[0]
     extra = 1 if inp.item is not None else 0  # an item is its own nearest neighbour: leave it out
     sims, rows = index.search(features.cpu().numpy(), inp.k + extra)
     picked = [(float(s), int(r)) for s, r in zip(sims[0], rows[0], strict=True)
