@@ -27,7 +27,9 @@ def scrape(base: str) -> dict[str, list]:
 def settled(client: Client, job_type: str, timeout: float = 60) -> tuple[dict[str, list], int]:
     """A scrape taken once the jobs of this type that were queued or running have ended (one left by
     an earlier test would otherwise finish between two scrapes and be counted as this test's), and
-    how many of them had not ended within `timeout` and so may still be counted."""
+    how many of them had not ended within `timeout` and so may still be counted. Not read off the
+    `atelier_jobs` gauge: it also counts the jobs tests/test_job_store.py writes straight into the
+    same database, which no worker ever runs."""
     deadline = time.monotonic() + timeout
     pending = 0
     for status in ("queued", "running"):
