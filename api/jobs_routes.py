@@ -169,11 +169,9 @@ def submit(req: Any) -> Response:
                                     fingerprint=fingerprint, max_queued=caller.max_queued,
                                     retry_after_s=svc.settings.queue_limit_retry_after_s,
                                     send=task_send(svc.settings, job_type))
-    wait = wait_seconds()
-    if wait:  # most submits do not wait, and need no slot
-        with wait_slot(wait) as wait:
-            if wait:
-                job = svc.store.wait_until_terminal(job.id, wait) or job
+    with wait_slot(wait_seconds()) as wait:
+        if wait:
+            job = svc.store.wait_until_terminal(job.id, wait) or job
     response = _job_response(job, 202 if created and not job.status.terminal else 200)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"

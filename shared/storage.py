@@ -135,9 +135,6 @@ class Storage:
         if not items:
             return
         self.ensure_bucket()
-        if len(items) == 1:
-            self.put(items[0].key, items[0].body, items[0].content_type)
-            return
         pool = thread_pool("uploads", self.upload_concurrency)
         futures = [pool.submit(self.put, i.key, i.body, i.content_type) for i in items]
         try:

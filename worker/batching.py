@@ -25,7 +25,7 @@ from shared.celery_message import queue_key, read_task
 from shared.queue import JOB_TASKS
 from shared.schemas import Job, JobStatus, JobType
 from worker.context import WorkerContext
-from worker.runner import JobSession
+from worker.runner import JobSession, execute
 
 log = logging.getLogger(__name__)
 PEEK = 200  # messages looked at, oldest first
@@ -113,3 +113,13 @@ def run_together(shares: Sequence[Batched], run: Callable[[], Sequence[R]], batc
     for share in shares:
         share.batch = batch
     return results
+
+
+def finish_companions(ctx: WorkerContext, joined: Sequence[tuple[Companion, Any]], results: Sequence[Any],
+                      outputs: Callable[..., dict]) -> None:
+    """Each companion's outputs from its share and its result of the shared pass (None when the pass
+    failed: `outputs` then runs its model alone), `outputs(ctx, share, result, progress, should_stop)`
+    ended as the companion's own job, so that its failure is its own."""
+    for (companion, share), result in zip(joined, results, strict=True):
+        execute(ctx, companion.job, companion.session,
+                lambda c, _job, progress, stop, s=share, r=result: outputs(c, s, r, progress, stop))

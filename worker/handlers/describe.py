@@ -6,7 +6,6 @@ job's copy is the copy it gets alone."""
 
 from __future__ import annotations
 
-import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -16,15 +15,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from shared.errors import JobCanceled
 from shared.schemas import DescribeInput, Job, JobType
-from worker.batching import Companion, companions, run_together
+from worker.batching import companions, finish_companions, run_together
 from worker.context import WorkerContext
 from worker.describing import CopyRequest, ranked, request_for, sampling_params, scored, text_request, write_copy
 from worker.handlers.common import Progress, ShouldStop, write_manifest
 from worker.handlers.conditioning import pinned_model
 from worker.models import lm
-from worker.runner import execute
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,13 +62,11 @@ def describe(ctx: WorkerContext, job: Job, progress: Progress, should_stop: Shou
     ready: dict[str, Plan] = {}  # plans worked out while deciding who joins, kept for the pass
     fits = partial(_joins, ctx, leader=plan, length=lm.prompt_length(model, plan.text), model=model, ready=ready)
     with companions(ctx, job, fits, room) if room > 0 else nullcontext([]) as others:
-        plans: list[tuple[Companion, Plan]] = [(other, ready[other.job.id]) for other in others]
+        joined = [(other, ready[other.job.id]) for other in others]
         progress(0.1, f"writing {plan.inp.n} descriptions with {plan.ref}"
-                 + (f" with {len(plans)} other jobs" if plans else ""))
-        written = _write_together(model, [plan] + [p for _, p in plans], params, ctx.device)
-        for (other, other_plan), texts in zip(plans, written[1:], strict=True):
-            execute(ctx, other.job, other.session,
-                    lambda c, _job, p, stop, op=other_plan, t=texts: _outputs(c, op, t, p, stop))
+                 + (f" with {len(joined)} other jobs" if joined else ""))
+        written = _write_together(model, [plan] + [p for _, p in joined], params, ctx.device)
+        finish_companions(ctx, joined, written[1:], _outputs)
     return _outputs(ctx, plan, written[0], progress, should_stop)
 
 

@@ -7,7 +7,6 @@ the same forward pass (worker/batching.py); each job's images are the ones it ge
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from shared.conditions import resolve_conditions
 from shared.errors import JobCanceled, JobFailure
 from shared.schemas import AttributesInput, GenerateImagesInput, Job, JobType, ModelVersion
 from shared.storage import PutItem
-from worker.batching import Companion, companions, run_together
+from worker.batching import Companion, companions, finish_companions, run_together
 from worker.context import WorkerContext
 from worker.describing import request_for, write_copy
 from worker.evaluation import to_float
@@ -32,7 +31,6 @@ from worker.images import ArchivedImage, grid, png_archive, png_bytes, to_uint8
 from worker.models import classifier, lm
 from worker.runner import execute
 
-log = logging.getLogger(__name__)
 NEAREST = 5  # real items listed per generated image
 
 
@@ -108,10 +106,8 @@ def generate_images(ctx: WorkerContext, job: Job, progress: Progress, should_sto
         progress(0.2, f"sampling {inp.n} images" + (f" with {len(plans)} other jobs" if plans else ""))
         sampled = _sample_together(family, model, [plan] + [p for _, p in plans], ctx.device)
         images = draw(plan.seeds) if sampled[0] is None else sampled[0]
-        for (other, other_plan), drawn in zip(plans, sampled[1:], strict=True):
-            execute(ctx, other.job, other.session,
-                    lambda c, _job, p, stop, op=other_plan, d=drawn: _outputs(
-                        c, op, model, op.seeds, draw(op.seeds, op) if d is None else d, None, p, stop))
+        finish_companions(ctx, plans, sampled[1:], lambda c, op, d, p, stop: _outputs(
+            c, op, model, op.seeds, draw(op.seeds, op) if d is None else d, None, p, stop))
     return _outputs(ctx, plan, model, plan.seeds, images, None, progress, should_stop)
 
 

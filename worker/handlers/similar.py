@@ -11,7 +11,6 @@ searches with the same classifier version read their photos in the same forward 
 
 from __future__ import annotations
 
-import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -24,7 +23,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from shared.errors import JobFailure
 from shared.query_images import decode_base64_image, decode_rgb
 from shared.schemas import Job, JobType, SimilarInput
-from worker.batching import companions, run_together
+from worker.batching import companions, finish_companions, run_together
 from worker.context import WorkerContext
 from worker.datasets.catalog import letterbox_image
 from worker.evaluation import to_float
@@ -33,9 +32,7 @@ from worker.handlers.common import Progress, ShouldStop, write_manifest
 from worker.handlers.conditioning import pinned_model
 from worker.images import png_bytes
 from worker.models.classifier import predict_with_features
-from worker.runner import execute
 
-log = logging.getLogger(__name__)
 TOP = 3  # predicted values listed per condition
 
 
@@ -86,11 +83,10 @@ def similar(ctx: WorkerContext, job: Job, progress: Progress, should_stop: Shoul
     ready: dict[str, Query] = {}  # searches read while deciding who joins, kept for the pass
     with companions(ctx, job, partial(_joins, ctx, leader=leader, ready=ready), room) if room > 0 \
             else nullcontext([]) as others:
-        queries = [leader] + [ready[other.job.id] for other in others]
-        progress(0.4, "searching" + (f" with {len(others)} other jobs" if others else ""))
-        read = _read_together(ctx, model, queries)
-        for other, query, theirs in zip(others, queries[1:], read[1:], strict=True):
-            execute(ctx, other.job, other.session, lambda c, _job, p, stop, q=query, r=theirs: _outputs(c, q, r))
+        joined = [(other, ready[other.job.id]) for other in others]
+        progress(0.4, "searching" + (f" with {len(joined)} other jobs" if joined else ""))
+        read = _read_together(ctx, model, [leader] + [q for _, q in joined])
+        finish_companions(ctx, joined, read[1:], lambda c, q, r, *_: _outputs(c, q, r))
     return _outputs(ctx, leader, read[0])
 
 

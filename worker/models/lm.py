@@ -260,9 +260,5 @@ def generate_many(lm: LanguageModel, requests: list[TextRequest], params: Sampli
             break
         step_input = chosen.to(device)[:, None]
         seen[torch.arange(rows), step_input[:, 0]] = True
-    texts = [lm.tokenizer.decode(row).strip() for row in out]
-    per_request, at = [], 0
-    for r in requests:
-        per_request.append(texts[at:at + len(r.seeds)])
-        at += len(r.seeds)
-    return per_request
+    texts = iter(lm.tokenizer.decode(row).strip() for row in out)
+    return [[next(texts) for _ in r.seeds] for r in requests]  # back into requests, in row order
