@@ -91,7 +91,7 @@ def test_a_real_worker_runs_a_job_submitted_this_way(client: Client, worker: Wor
 
 
 def test_the_batcher_reads_job_ids_off_the_queue_oldest_first(probe_db: tuple[Settings, redis.Redis]) -> None:
-    """worker/batching.py peeks at the interactive queue: one job type's ids, oldest first; other
+    """worker/batching.py peeks at a job type's queue (here the interactive one): its ids, oldest first; other
     tasks and messages it did not write are left alone."""
     from types import SimpleNamespace
 
